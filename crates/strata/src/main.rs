@@ -1,0 +1,67 @@
+//! `strata`: the command-line tool for Strata clusters and WAL inspection.
+
+mod wal_dump;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use postgres_wal::Lsn;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "strata",
+    version,
+    about = "Strata: disaggregated storage for stock PostgreSQL"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Inspect PostgreSQL WAL.
+    Wal {
+        #[command(subcommand)]
+        command: WalCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum WalCommand {
+    /// Decode WAL segment files or a pg_wal directory, one line per record.
+    Dump(WalDumpArgs),
+}
+
+#[derive(Debug, clap::Args)]
+pub struct WalDumpArgs {
+    /// Print one JSON object per record.
+    #[arg(long)]
+    json: bool,
+    /// Start at the first record at or after this LSN (default: the first file's start).
+    #[arg(long)]
+    start: Option<Lsn>,
+    /// Stop before the first record at or after this LSN.
+    #[arg(long)]
+    end: Option<Lsn>,
+    /// WAL segment files, or directories holding them (such as pg_wal).
+    #[arg(required = true)]
+    paths: Vec<PathBuf>,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Wal {
+            command: WalCommand::Dump(args),
+        } => wal_dump::run(&args),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("strata: error: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

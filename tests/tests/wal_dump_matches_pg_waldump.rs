@@ -4,9 +4,17 @@
 
 mod common;
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap};
+use std::path::PathBuf;
 
-use common::{parse_lsn, pg_waldump, server_with_every_rmgr, strata_dump_json, WaldumpRecord};
+use common::{
+    for_each_record, parse_lsn, pg_waldump, server_with_every_rmgr, strata_dump_json, EveryRmgrRun,
+    WaldumpRecord,
+};
+use postgres_wal::checksum::set_page_checksum;
+use postgres_wal::image::restore_page;
+use postgres_wal::page::{set_page_lsn, set_stored_checksum, stored_checksum, verify_header};
+use postgres_wal::{ForkNumber, Lsn, BLCKSZ};
 use serde_json::Value;
 
 /// Resource managers the every-rmgr workload must reach.
@@ -132,10 +140,11 @@ fn assert_record_matches(ours: &Value, theirs: &WaldumpRecord) {
 /// Run the workload under `settings` and compare every record with pg_waldump's.
 /// Returns the (rmgr, type) pairs seen and how many images were verification-only.
 fn compare_with_pg_waldump(settings: &[(&str, &str)]) -> (BTreeSet<(String, String)>, usize) {
-    let server = server_with_every_rmgr(settings);
+    let run = server_with_every_rmgr(settings);
+    let server = &run.server;
     let segments = server.wal_segments().expect("list WAL segments");
     let (first, last) = (&segments[0], &segments[segments.len() - 1]);
-    let theirs = pg_waldump(&server, first, last);
+    let theirs = pg_waldump(server, first, last);
     let ours = strata_dump_json(&[&server.wal_dir()]);
     assert!(
         theirs.len() > 10_000,
@@ -159,7 +168,97 @@ fn compare_with_pg_waldump(settings: &[(&str, &str)]) -> (BTreeSet<(String, Stri
         .flat_map(|r| &r.blocks)
         .filter(|b| b.has_image && !b.apply_image)
         .count();
+    assert_images_match_disk(&run, &segments);
     (seen, verification_images)
+}
+
+/// Relfilenode, fork and block number.
+type BlockKey = (u32, ForkNumber, u32);
+
+/// Every page of the `wal_log` database was written to WAL as an image and never
+/// touched again, so the last image of each block, restored and given the record's
+/// end LSN as PostgreSQL's redo does, must be the page PostgreSQL wrote to disk. The
+/// hole PostgreSQL leaves out of an image may hold stale bytes on disk, so it is
+/// compared as zeros, and the checksum only where the disk's hole is zeros too.
+fn assert_images_match_disk(run: &EveryRmgrRun, segments: &[PathBuf]) {
+    let mut last_images: HashMap<BlockKey, (Box<[u8; BLCKSZ]>, Lsn)> = HashMap::new();
+    let mut images_restored = 0;
+    for_each_record(segments, |record| {
+        for block in &record.blocks {
+            let Some(image) = &block.image else { continue };
+            let page = restore_page(record, image).unwrap_or_else(|e| {
+                panic!(
+                    "restore image of block {} at {}: {e}",
+                    block.blkno, record.lsn
+                )
+            });
+            assert!(
+                verify_header(&page).is_ok(),
+                "image of {} blk {} at {} has an invalid page header",
+                block.rel,
+                block.blkno,
+                record.lsn
+            );
+            images_restored += 1;
+            if block.rel.db_node == run.wal_logged_db && image.apply {
+                last_images.insert(
+                    (block.rel.rel_node, block.fork, block.blkno),
+                    (page, record.end_lsn),
+                );
+            }
+        }
+    });
+    assert!(
+        images_restored > 100,
+        "only {images_restored} images restored"
+    );
+    assert!(
+        last_images.len() > 100,
+        "only {} images of the wal_log database",
+        last_images.len()
+    );
+    let db_dir = run
+        .server
+        .data_dir()
+        .join("base")
+        .join(run.wal_logged_db.to_string());
+    let mut exact_checksums = 0;
+    for ((rel, fork, blkno), (mut page, end_lsn)) in last_images {
+        let suffix = match fork {
+            ForkNumber::Main => String::new(),
+            fork => format!("_{}", fork.name()),
+        };
+        let file =
+            std::fs::read(db_dir.join(format!("{rel}{suffix}"))).expect("read relation file");
+        let offset = blkno as usize * BLCKSZ;
+        let mut disk: [u8; BLCKSZ] = file[offset..offset + BLCKSZ].try_into().expect("one page");
+        set_page_lsn(&mut page, end_lsn);
+        set_page_checksum(&mut page, blkno);
+        let (lower, upper) = (
+            u16::from_le_bytes([disk[12], disk[13]]),
+            u16::from_le_bytes([disk[14], disk[15]]),
+        );
+        let hole = usize::from(lower)..usize::from(upper).max(usize::from(lower));
+        if disk[hole.clone()].iter().all(|&b| b == 0) {
+            assert_eq!(
+                stored_checksum(&page),
+                stored_checksum(&disk),
+                "checksum of {rel} {fork:?} blk {blkno}"
+            );
+            exact_checksums += 1;
+        }
+        disk[hole].fill(0);
+        set_stored_checksum(&mut disk, 0);
+        set_stored_checksum(&mut page, 0);
+        assert!(
+            page[..] == disk[..],
+            "restored image of {rel} {fork:?} blk {blkno} differs from the page on disk"
+        );
+    }
+    assert!(
+        exact_checksums > 50,
+        "only {exact_checksums} pages had a zeroed hole to compare checksums on"
+    );
 }
 
 fn assert_reaches_every_rmgr(seen: &BTreeSet<(String, String)>) {

@@ -7,6 +7,10 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 use pg_harness::{PgConfig, PgServer};
+use postgres_wal::decoder::WalStreamDecoder;
+use postgres_wal::page_header::WalPageHeader;
+use postgres_wal::record::DecodedRecord;
+use postgres_wal::WalSegmentSize;
 
 /// The `strata` binary built beside this test (`cargo build --bins` builds it).
 pub fn strata_bin() -> PathBuf {
@@ -31,9 +35,17 @@ pub fn run_strata(args: &[&str]) -> Output {
         .expect("run strata")
 }
 
+/// A stopped server whose WAL holds the every-rmgr workload.
+pub struct EveryRmgrRun {
+    pub server: PgServer,
+    /// The database created with `STRATEGY wal_log`: its pages exist only as WAL images
+    /// and were never touched after, so its files on disk are what those images say.
+    pub wal_logged_db: u32,
+}
+
 /// Start a server with data checksums and the given settings, run the every-rmgr
 /// workload, and stop it cleanly so its WAL ends with a shutdown checkpoint.
-pub fn server_with_every_rmgr(settings: &[(&str, &str)]) -> PgServer {
+pub fn server_with_every_rmgr(settings: &[(&str, &str)]) -> EveryRmgrRun {
     let mut config = PgConfig::new()
         .data_checksums(true)
         .setting("wal_keep_size", "1GB")
@@ -53,8 +65,37 @@ pub fn server_with_every_rmgr(settings: &[(&str, &str)]) -> PgServer {
     let workload = include_str!("../../sql/every_rmgr.sql")
         .replace("@TABLESPACE_DIR@", &tablespace.display().to_string());
     server.sql(&workload).expect("run the every-rmgr workload");
+    let wal_logged_db = server
+        .sql("SELECT oid FROM pg_database WHERE datname = 'logged_db'")
+        .expect("query database oid")
+        .trim()
+        .parse()
+        .expect("database oid");
     server.stop().expect("stop PostgreSQL");
-    server
+    EveryRmgrRun {
+        server,
+        wal_logged_db,
+    }
+}
+
+/// Decode every record of `segments` with the library, calling `each` on each one.
+pub fn for_each_record(segments: &[PathBuf], mut each: impl FnMut(&DecodedRecord)) {
+    let first = std::fs::read(&segments[0]).expect("read first segment");
+    let start = WalPageHeader::parse(&first)
+        .expect("first page header")
+        .page_address;
+    let mut decoder = WalStreamDecoder::new(start, WalSegmentSize::DEFAULT);
+    for segment in segments {
+        decoder.feed(&std::fs::read(segment).expect("read segment"));
+        loop {
+            match decoder.poll() {
+                Ok(Some(record)) => each(&record),
+                Ok(None) => break,
+                Err(e) if e.is_end_of_wal() => return,
+                Err(e) => panic!("decoding {}: {e}", segment.display()),
+            }
+        }
+    }
 }
 
 /// One block reference as `pg_waldump -b` prints it.

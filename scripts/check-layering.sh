@@ -1,0 +1,15 @@
+#!/usr/bin/env bash
+# Invariant: libraries under crates/ never depend on the daemons.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+status=0
+for lib in postgres_wal pg_harness; do
+  for daemon in safekeeper pageserver; do
+    if cargo tree --locked -p "$lib" -e normal,build --prefix none | grep -q "^$daemon v"; then
+      echo "layering violation: library $lib depends on daemon $daemon"
+      status=1
+    fi
+  done
+done
+exit $status

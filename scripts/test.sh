@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# The test command: installs what is missing, checks formatting, lints and layering,
+# builds, and runs every test against real PostgreSQL 15.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+scripts/install-deps.sh
+
+echo "== cargo fmt --check"
+cargo fmt --all -- --check
+echo "== cargo clippy"
+cargo clippy --workspace --all-targets --locked -- -D warnings
+echo "== layering"
+scripts/check-layering.sh
+echo "== build"
+cargo build --workspace --bins --locked
+echo "== tests"
+cargo test --workspace --locked 2>&1 | tee "${TMPDIR:-/tmp}/strata-test.log"
+echo "== summary"
+grep -E "^test result:|Running " "${TMPDIR:-/tmp}/strata-test.log" | sed 's/^ *//'

@@ -27,7 +27,7 @@
 use std::fs::{self, File};
 use std::io::Read;
 use std::path::{Path, PathBuf};
-use std::process::{Command, ExitStatus, Stdio};
+use std::process::{Command, ExitCode, ExitStatus, Stdio};
 use std::str::FromStr;
 use std::thread;
 use std::time::{Duration, Instant, SystemTime};
@@ -161,7 +161,7 @@ fn newest_mtime(dir: &Path) -> Option<SystemTime> {
 #[derive(Debug)]
 struct Wal {
     /// Kept so the data directory (and the WAL in it) lives until the measurements end.
-    _server: PgServer,
+    server: PgServer,
     segments: Vec<PathBuf>,
     segment_size: u64,
     /// LSN of the first byte of the first segment.
@@ -238,7 +238,7 @@ fn generate_wal(settings: &Settings, compression: &str) -> anyhow::Result<Wal> {
         .len();
     let start_lsn = segment_start_lsn(first, segment_size)?;
     Ok(Wal {
-        _server: server,
+        server,
         segments,
         segment_size,
         start_lsn,
@@ -482,7 +482,7 @@ fn bench_one(
     if let Some(dir) = &settings.keep_wal {
         keep_wal(&wal, &dir.join(compression))?;
     }
-    let pg_waldump = wal._server.bin().path("pg_waldump");
+    let pg_waldump = wal.server.bin().path("pg_waldump");
 
     // Untimed runs: count records (and warm the page cache for everyone).
     let mut counts = Vec::new();
@@ -573,8 +573,18 @@ fn bench_one(
     Ok(())
 }
 
-fn main() -> anyhow::Result<()> {
+fn main() -> ExitCode {
     // `cargo bench` passes `--bench` (and any filter); this bench has nothing to filter.
+    match run() {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("wal_dump bench: error: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run() -> anyhow::Result<()> {
     let settings = Settings::from_env()?;
     let strata = strata_release_bin()?;
     let pg = pg_harness::PgBin::locate().context("locate PostgreSQL 15")?;

@@ -1,1 +1,5 @@
-//! The Strata safekeeper: a Paxos acceptor that stores WAL durably. Built in its own issue; this crate only fixes its place in the workspace.
+//! The Strata safekeeper: a Paxos acceptor that stores WAL durably and serves it over
+//! gRPC (to proposers) and the PostgreSQL replication protocol (to readers).
+
+pub mod replication;
+pub mod storage;

@@ -1,0 +1,1 @@
+//! Durable storage of a timeline: its control file and WAL segments.

@@ -381,3 +381,285 @@ impl WalStreamDecoder {
         Ok(record)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    //! Layouts the real-WAL fixture of `tests/decoder.rs` does not contain, built by a
+    //! small WAL writer: a record header split across pages, a record crossing into the
+    //! next segment, `XLOG SWITCH` followed by the next segment, an overwritten
+    //! continuation, and invalid record headers.
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use crate::lsn::WAL_PAGE_SIZE;
+    use crate::page_header::{
+        LONG_PAGE_HEADER_SIZE, WAL_PAGE_MAGIC_PG15, XLP_FIRST_IS_CONTRECORD,
+        XLP_FIRST_IS_OVERWRITE_CONTRECORD, XLP_LONG_HEADER,
+    };
+    use crate::record::record_crc;
+
+    const SEGMENT: u64 = 1 << 20;
+    const SYSTEM_ID: u64 = 7_000_000_000_000_000_001;
+    /// Where the synthetic WAL starts: the second 1 MiB segment.
+    const START: Lsn = Lsn(SEGMENT);
+
+    fn segment_size() -> WalSegmentSize {
+        WalSegmentSize::new(SEGMENT).unwrap()
+    }
+
+    /// A record of `total_len` bytes (at least 26) holding only main data, with a valid CRC.
+    fn record(rmid: u8, info: u8, prev: Lsn, total_len: usize) -> Vec<u8> {
+        let mut bytes = vec![0u8; RECORD_HEADER_SIZE];
+        bytes[0..4].copy_from_slice(&(total_len as u32).to_le_bytes());
+        bytes[4..8].copy_from_slice(&1000u32.to_le_bytes());
+        bytes[8..16].copy_from_slice(&prev.0.to_le_bytes());
+        bytes[16] = info;
+        bytes[17] = rmid;
+        let data_len = if total_len - RECORD_HEADER_SIZE - 2 <= 255 {
+            let len = total_len - RECORD_HEADER_SIZE - 2;
+            bytes.extend_from_slice(&[255, len as u8]);
+            len
+        } else {
+            let len = total_len - RECORD_HEADER_SIZE - 5;
+            bytes.push(254);
+            bytes.extend_from_slice(&(len as u32).to_le_bytes());
+            len
+        };
+        bytes.extend((0..data_len).map(|i| (i % 251) as u8));
+        assert_eq!(bytes.len(), total_len);
+        let crc = record_crc(&bytes);
+        bytes[20..24].copy_from_slice(&crc.to_le_bytes());
+        bytes
+    }
+
+    /// Lays records out as `XLogInsert` does: aligned, flowing around page headers.
+    struct Writer {
+        bytes: Vec<u8>,
+        prev: Lsn,
+        /// Extra `xlp_info` bits for the next page header.
+        next_page_flags: u16,
+    }
+
+    impl Writer {
+        fn new() -> Writer {
+            Writer {
+                bytes: Vec::new(),
+                prev: Lsn(START.0 - 64),
+                next_page_flags: 0,
+            }
+        }
+
+        fn pos(&self) -> Lsn {
+            Lsn(START.0 + self.bytes.len() as u64)
+        }
+
+        fn page_header(&mut self, rem_len: u32) {
+            let pos = self.pos();
+            let long = pos.segment_offset(segment_size()) == 0;
+            let mut info = std::mem::take(&mut self.next_page_flags);
+            if long {
+                info |= XLP_LONG_HEADER;
+            }
+            if rem_len > 0 {
+                info |= XLP_FIRST_IS_CONTRECORD;
+            }
+            self.bytes
+                .extend_from_slice(&WAL_PAGE_MAGIC_PG15.to_le_bytes());
+            self.bytes.extend_from_slice(&info.to_le_bytes());
+            self.bytes.extend_from_slice(&1u32.to_le_bytes());
+            self.bytes.extend_from_slice(&pos.0.to_le_bytes());
+            self.bytes.extend_from_slice(&rem_len.to_le_bytes());
+            self.bytes.extend_from_slice(&[0; 4]);
+            if long {
+                self.bytes.extend_from_slice(&SYSTEM_ID.to_le_bytes());
+                self.bytes
+                    .extend_from_slice(&(SEGMENT as u32).to_le_bytes());
+                self.bytes
+                    .extend_from_slice(&(WAL_PAGE_SIZE as u32).to_le_bytes());
+            }
+        }
+
+        /// Write `data` (a record's bytes, or the first `data.len()` of them if the
+        /// record is `total` bytes long), inserting page headers.
+        fn put(&mut self, data: &[u8], total: usize) {
+            let mut written = 0;
+            while written < data.len() {
+                if self.pos().page_offset() == 0 {
+                    let rem = if written > 0 { total - written } else { 0 };
+                    self.page_header(rem as u32);
+                }
+                let room = (WAL_PAGE_SIZE - self.pos().page_offset()) as usize;
+                let n = room.min(data.len() - written);
+                self.bytes.extend_from_slice(&data[written..written + n]);
+                written += n;
+            }
+        }
+
+        fn align(&mut self) {
+            let aligned = self.pos().align();
+            self.bytes.resize((aligned.0 - START.0) as usize, 0);
+        }
+
+        /// Append a record of `total_len` bytes; returns its LSN.
+        fn append(&mut self, rmid: u8, info: u8, total_len: usize) -> Lsn {
+            self.align();
+            if self.pos().page_offset() == 0 {
+                self.page_header(0);
+            }
+            let lsn = self.pos();
+            let bytes = record(rmid, info, self.prev, total_len);
+            self.put(&bytes, bytes.len());
+            self.prev = lsn;
+            lsn
+        }
+
+        /// Pad with `fill` bytes up to `lsn`.
+        fn fill_to(&mut self, lsn: Lsn, fill: u8) {
+            self.bytes.resize((lsn.0 - START.0) as usize, fill);
+        }
+    }
+
+    /// Decode `bytes` from `start` fed in `chunk`-byte pieces: the LSNs returned, and how
+    /// decoding ended.
+    fn decode(
+        bytes: &[u8],
+        start: Lsn,
+        chunk: usize,
+    ) -> (Vec<DecodedRecord>, Option<WalDecodeError>, Lsn) {
+        let mut decoder = WalStreamDecoder::new(start, segment_size()).with_system_id(SYSTEM_ID);
+        let mut records = Vec::new();
+        for piece in bytes.chunks(chunk) {
+            decoder.feed(piece);
+            loop {
+                match decoder.poll() {
+                    Ok(Some(record)) => records.push(record),
+                    Ok(None) => break,
+                    Err(e) => return (records, Some(e), decoder.valid_end()),
+                }
+            }
+        }
+        (records, None, decoder.valid_end())
+    }
+
+    fn lsns(records: &[DecodedRecord]) -> Vec<Lsn> {
+        records.iter().map(|r| r.lsn).collect()
+    }
+
+    /// Decoding `bytes` from the start in any chunking returns exactly `expected`.
+    fn check_decodes_to(bytes: &[u8], expected: &[Lsn]) {
+        for chunk in [1, 13, 8192, usize::MAX] {
+            let (records, error, _) = decode(bytes, START, chunk.min(bytes.len()));
+            assert_eq!(error, None, "chunks of {chunk}");
+            assert_eq!(lsns(&records), expected, "chunks of {chunk}");
+        }
+    }
+
+    #[test]
+    fn record_header_split_across_pages() {
+        let mut w = Writer::new();
+        let a = w.append(0, 0x20, 8184 - LONG_PAGE_HEADER_SIZE);
+        // Only 8 bytes of this record's header fit on the first page.
+        let b = w.append(0, 0x20, 100);
+        assert_eq!(b.page_offset(), 8184);
+        let c = w.append(0, 0x20, 40);
+        check_decodes_to(&w.bytes, &[a, b, c]);
+        // Started at the second page, the decoder skips the rest of `b`.
+        let (records, error, _) = decode(&w.bytes[8192..], Lsn(START.0 + 8192), usize::MAX);
+        assert_eq!((lsns(&records), error), (vec![c], None));
+    }
+
+    #[test]
+    fn record_crossing_into_the_next_segment() {
+        let mut w = Writer::new();
+        let mut expected = Vec::new();
+        while w.pos().0 < START.0 + SEGMENT - 50_000 {
+            expected.push(w.append(0, 0x20, 70_001));
+        }
+        let crossing = *expected.last().unwrap();
+        assert!(crossing.0 + 70_001 > START.0 + SEGMENT);
+        expected.push(w.append(0, 0x20, 30));
+        check_decodes_to(&w.bytes, &expected);
+        // From the next segment's first page: its long header says how much to skip.
+        let next = SEGMENT as usize;
+        let (records, error, _) = decode(&w.bytes[next..], Lsn(START.0 + SEGMENT), 4096);
+        assert_eq!(error, None);
+        assert_eq!(lsns(&records), expected[expected.len() - 1..]);
+    }
+
+    #[test]
+    fn switch_skips_the_rest_of_the_segment() {
+        for fill in [0x00, 0xA5] {
+            let mut w = Writer::new();
+            let a = w.append(0, 0x20, 64);
+            let switch = w.append(0, xlog::SWITCH, 26);
+            // What follows the switch in its segment is never read, whatever it holds.
+            w.align();
+            w.fill_to(Lsn(START.0 + SEGMENT), fill);
+            let next = w.append(0, 0x20, 200);
+            assert_eq!(next, Lsn(START.0 + SEGMENT + LONG_PAGE_HEADER_SIZE as u64));
+            check_decodes_to(&w.bytes, &[a, switch, next]);
+            let (records, _, _) = decode(&w.bytes, START, usize::MAX);
+            assert_eq!(records[1].end_lsn, Lsn(START.0 + SEGMENT));
+        }
+    }
+
+    #[test]
+    fn overwritten_continuation_is_skipped() {
+        let mut w = Writer::new();
+        let a = w.append(0, 0x20, 8000);
+        // A record whose continuation never reached the disk: the next page was written
+        // after a crash, flagged as overwriting it.
+        w.align();
+        let aborted = record(0, 0x20, a, 1000);
+        let room = (WAL_PAGE_SIZE - w.pos().page_offset()) as usize;
+        w.put(&aborted[..room], aborted.len());
+        w.next_page_flags = XLP_FIRST_IS_OVERWRITE_CONTRECORD;
+        let overwrite = w.append(0, xlog::OVERWRITE_CONTRECORD, 40);
+        let after = w.append(0, 0x20, 30);
+        check_decodes_to(&w.bytes, &[a, overwrite, after]);
+    }
+
+    #[test]
+    fn invalid_record_headers() {
+        let check = |damage: &dyn Fn(&mut Vec<u8>, usize),
+                     expect: &dyn Fn(&WalDecodeError) -> bool| {
+            let mut w = Writer::new();
+            let a = w.append(0, 0x20, 100);
+            let b = w.append(0, 0x20, 100);
+            let mut bytes = w.bytes.clone();
+            damage(&mut bytes, (b.0 - START.0) as usize);
+            let (records, error, valid_end) = decode(&bytes, START, usize::MAX);
+            assert_eq!(lsns(&records), [a]);
+            let error = error.unwrap();
+            assert!(expect(&error), "{error}");
+            assert_eq!(error.lsn(), b);
+            assert_eq!(valid_end, records[0].end_lsn);
+        };
+        let invalid = |e: &WalDecodeError| matches!(e, WalDecodeError::InvalidRecord { .. });
+        // A length shorter than the header.
+        check(
+            &|bytes, at| bytes[at..at + 4].copy_from_slice(&10u32.to_le_bytes()),
+            &invalid,
+        );
+        // A resource manager PostgreSQL 15 does not have.
+        check(&|bytes, at| bytes[at + 17] = 50, &invalid);
+        // A prev-link that does not name the previous record.
+        check(&|bytes, at| bytes[at + 8] ^= 0x08, &invalid);
+        // A zero length: where the WAL ends.
+        check(&|bytes, at| bytes[at..].fill(0), &|e| e.is_end_of_wal());
+    }
+
+    #[test]
+    fn system_id_must_match_when_given() {
+        let mut w = Writer::new();
+        w.append(0, 0x20, 100);
+        let mut decoder = WalStreamDecoder::new(START, segment_size()).with_system_id(1);
+        decoder.feed(&w.bytes);
+        assert!(matches!(
+            decoder.poll(),
+            Err(WalDecodeError::PageHeader {
+                source: PageHeaderError::SystemIdMismatch { .. },
+                ..
+            })
+        ));
+    }
+}

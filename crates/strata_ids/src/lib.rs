@@ -80,7 +80,9 @@ hex_id!(
 );
 
 /// A safekeeper's (or other node's) id within a cluster.
-#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Debug, Default, Serialize, Deserialize)]
+#[derive(
+    Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Debug, Default, Serialize, Deserialize,
+)]
 pub struct NodeId(pub u64);
 
 impl fmt::Display for NodeId {
@@ -113,7 +115,12 @@ mod tests {
         assert_eq!(TenantId::from_bytes(id.to_bytes()), id);
         let json = serde_json::to_string(&id).unwrap();
         assert_eq!(serde_json::from_str::<TenantId>(&json).unwrap(), id);
-        for bad in ["", "0123", "g123456789abcdef0123456789abcdef", "0123456789abcdef0123456789abcdef0"] {
+        for bad in [
+            "",
+            "0123",
+            "g123456789abcdef0123456789abcdef",
+            "0123456789abcdef0123456789abcdef0",
+        ] {
             assert!(bad.parse::<TimelineId>().is_err(), "{bad}");
         }
     }

@@ -27,6 +27,31 @@ pub struct PersistentState {
     pub peer_horizon_lsn: Lsn,
 }
 
+impl PersistentState {
+    /// The state of a new, empty timeline whose WAL begins at `timeline_start_lsn`:
+    /// term 0, history `[(0, timeline_start_lsn)]`, every LSN at the start. Storage
+    /// created from it must report `write_lsn() == flush_lsn() == timeline_start_lsn`.
+    pub fn new(
+        id: TenantTimelineId,
+        system_id: u64,
+        pg_version: u32,
+        wal_segment_size: u32,
+        timeline_start_lsn: Lsn,
+    ) -> PersistentState {
+        PersistentState {
+            id,
+            system_id,
+            pg_version,
+            wal_segment_size,
+            timeline_start_lsn,
+            term: Term(0),
+            term_history: TermHistory::new(timeline_start_lsn),
+            commit_lsn: timeline_start_lsn,
+            peer_horizon_lsn: timeline_start_lsn,
+        }
+    }
+}
+
 /// Durable storage of one timeline, as the acceptor uses it.
 ///
 /// Contract: `persist` and `truncate_wal` are durable when they return; `write_wal`

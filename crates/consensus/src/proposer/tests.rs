@@ -1,0 +1,1 @@
+//! Proposer unit tests.

@@ -15,6 +15,6 @@ scripts/check-layering.sh
 echo "== build"
 cargo build --workspace --bins --locked
 echo "== tests"
-cargo test --workspace --locked 2>&1 | tee "${TMPDIR:-/tmp}/strata-test.log"
+cargo test --workspace --locked --no-fail-fast 2>&1 | tee "${TMPDIR:-/tmp}/strata-test.log"
 echo "== summary"
 grep -E "^test result:|Running " "${TMPDIR:-/tmp}/strata-test.log" | sed 's/^ *//'

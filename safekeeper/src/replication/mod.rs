@@ -32,11 +32,19 @@
 //!
 //! # Commands
 //!
-//! `IDENTIFY_SYSTEM`, `SHOW`, `READ_REPLICATION_SLOT`, `TIMELINE_HISTORY` and
-//! `START_REPLICATION [SLOT s] [PHYSICAL] X/Y [TIMELINE 1]`. WAL is only ever sent below the commit LSN: what is
+//! See [`command`] for the grammar, [`session`] for the answers and [`stream`] for
+//! `START_REPLICATION`. WAL is only ever sent below the commit LSN: what is
 //! above it may still be truncated by a new term.
 
+pub mod command;
+pub mod connection;
+pub mod errors;
+pub mod limits;
+pub mod messages;
 pub mod server;
+pub mod session;
+pub mod startup;
+pub mod stream;
 
 use std::sync::Arc;
 
@@ -68,7 +76,11 @@ pub trait ReplicationTimeline: Send + Sync + 'static {
     /// `wal_segment_size` in bytes (a power of two between 1 MiB and 1 GiB).
     fn wal_segment_size(&self) -> u32;
 
-    /// The first LSN this safekeeper holds WAL for. `START_REPLICATION` below it fails.
+    /// The first LSN this safekeeper holds WAL for. `START_REPLICATION` below it fails
+    /// with PostgreSQL's "requested WAL segment ... has already been removed".
+    /// A stock walreceiver (and pg_receivewal) always starts at a segment boundary, so a
+    /// timeline whose first segment is held whole, with valid page headers, should report
+    /// that segment's start here.
     fn timeline_start_lsn(&self) -> Lsn;
 
     /// The commit LSN: WAL below it is durable on a quorum and may be served. The value

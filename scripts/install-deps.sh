@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs what a fresh Debian machine with Rust lacks to build and test Strata:
-# PostgreSQL 15 (server, client tools, contrib). Skips what is already present.
+# PostgreSQL 15 (server, client tools, contrib) and protoc (strata_proto's build
+# compiles proto/*.proto with it). Skips what is already present.
 set -euo pipefail
 
 pg_bindir=/usr/lib/postgresql/15/bin
@@ -8,6 +9,7 @@ packages=()
 [ -x "$pg_bindir/postgres" ] || packages+=(postgresql-15)
 [ -x "$pg_bindir/pg_waldump" ] || packages+=(postgresql-client-15)
 [ -f /usr/share/postgresql/15/extension/bloom.control ] || packages+=(postgresql-contrib)
+command -v protoc >/dev/null || packages+=(protobuf-compiler)
 
 if [ ${#packages[@]} -eq 0 ]; then
   exit 0

@@ -1,24 +1,25 @@
 //! The replication protocol server against stock PostgreSQL 15 clients, with real WAL.
 //!
-//! A real PostgreSQL writes WAL and is stopped; a timeline backed by its segment files is
-//! served by `safekeeper::replication::serve`; then `pg_receivewal`, `psql` in replication
+//! A real PostgreSQL writes WAL and is stopped; its WAL is appended to a timeline in the
+//! safekeeper's storage, which `safekeeper::replication::serve` serves; then `pg_receivewal`, `psql` in replication
 //! mode and a stock standby (`primary_conninfo` pointing at the server) read it, and what
 //! they got is compared with the source.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::fs::{self, File};
-use std::io::{Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use consensus::storage::{AcceptorStorage, PersistentState};
 use pg_harness::{PgBin, PgConfig, PgServer};
 use postgres_wal::decoder::WalStreamDecoder;
 use postgres_wal::{Lsn, WalSegmentSize};
 use safekeeper::replication::{
     serve, ReaderFeedback, ReplicationTimeline, ResolveError, TimelineSource,
 };
+use safekeeper::storage::{TimelineStorage, WalReader};
 use strata_ids::{TenantId, TenantTimelineId, TimelineId};
 use tokio::sync::watch;
 
@@ -28,19 +29,21 @@ const TIMELINE: &str = "22222222222222222222222222222222";
 const TOOL_TIMEOUT: Duration = Duration::from_secs(120);
 /// Time limit for the standby to replay everything.
 const REPLAY_TIMEOUT: Duration = Duration::from_secs(120);
+/// Size of the appends that load the source WAL into safekeeper storage.
+const STORE_CHUNK_BYTES: usize = 1 << 20;
 
-/// A timeline whose WAL is a directory of PostgreSQL segment files (test-only reader).
-struct SegmentDirTimeline {
+/// A timeline served from the safekeeper's own storage: the source WAL is appended to a
+/// [`TimelineStorage`] and read back through its [`WalReader`].
+struct StorageTimeline {
     id: TenantTimelineId,
-    dir: PathBuf,
     segment_size: WalSegmentSize,
     system_id: u64,
-    start: Lsn,
+    reader: Mutex<WalReader>,
     commit_rx: watch::Receiver<Lsn>,
     feedback: Mutex<Vec<ReaderFeedback>>,
 }
 
-impl ReplicationTimeline for SegmentDirTimeline {
+impl ReplicationTimeline for StorageTimeline {
     fn id(&self) -> TenantTimelineId {
         self.id
     }
@@ -51,32 +54,24 @@ impl ReplicationTimeline for SegmentDirTimeline {
         u32::try_from(self.segment_size.bytes()).unwrap()
     }
     fn timeline_start_lsn(&self) -> Lsn {
-        self.start
+        self.reader.lock().unwrap().timeline_start_lsn()
     }
     fn commit_lsn(&self) -> watch::Receiver<Lsn> {
         self.commit_rx.clone()
     }
     fn read_wal(&self, lsn: Lsn, buf: &mut [u8]) -> std::io::Result<usize> {
         assert!(
-            lsn >= self.start && lsn < *self.commit_rx.borrow(),
-            "read at {lsn}"
+            lsn < *self.commit_rx.borrow(),
+            "read at {lsn}, above the commit LSN"
         );
-        let segno = lsn.segment_number(self.segment_size);
-        let offset = lsn.segment_offset(self.segment_size);
-        let path = self.dir.join(self.segment_size.file_name(1, segno));
-        let mut file = File::open(path)?;
-        file.seek(SeekFrom::Start(offset))?;
-        let len = buf
-            .len()
-            .min(usize::try_from(self.segment_size.bytes() - offset).unwrap());
-        file.read(&mut buf[..len])
+        self.reader.lock().unwrap().read(lsn, buf)
     }
     fn reader_feedback(&self, feedback: &ReaderFeedback) {
         self.feedback.lock().unwrap().push(feedback.clone());
     }
 }
 
-struct OneTimeline(Arc<SegmentDirTimeline>);
+struct OneTimeline(Arc<StorageTimeline>);
 
 impl TimelineSource for OneTimeline {
     fn resolve(
@@ -161,28 +156,53 @@ fn ids() -> TenantTimelineId {
     }
 }
 
-/// A running `serve` on 127.0.0.1 over the source's WAL, committed up to its end.
+/// A running `serve` on 127.0.0.1 over the source's WAL, stored in safekeeper storage and
+/// committed up to its end.
 struct Served {
     runtime: tokio::runtime::Runtime,
     port: u16,
-    timeline: Arc<SegmentDirTimeline>,
+    timeline: Arc<StorageTimeline>,
+    _storage_dir: tempfile::TempDir,
     _commit_tx: watch::Sender<Lsn>,
     shutdown_tx: watch::Sender<bool>,
     task: tokio::task::JoinHandle<Result<(), safekeeper::replication::ServeError>>,
 }
 
+/// Append the source WAL to a new timeline in safekeeper storage and flush it.
+fn store_source(source: &SourceWal, dir: &Path) -> TimelineStorage {
+    let state = PersistentState::new(
+        ids(),
+        source.system_id,
+        150_000,
+        u32::try_from(source.segment_size.bytes()).unwrap(),
+        source.start,
+    );
+    let mut storage = TimelineStorage::create(&dir.join("timeline"), state).unwrap();
+    let bytes = source_bytes(source, source.start, source.end);
+    let mut lsn = source.start;
+    for chunk in bytes.chunks(STORE_CHUNK_BYTES) {
+        storage.write_wal(lsn, chunk).unwrap();
+        lsn = Lsn(lsn.0 + chunk.len() as u64);
+    }
+    storage.flush_wal().unwrap();
+    assert_eq!(storage.flush_lsn(), source.end);
+    storage
+}
+
 fn serve_source(source: &SourceWal) -> Served {
     let runtime = tokio::runtime::Runtime::new().unwrap();
+    let storage_dir = tempfile::tempdir().unwrap();
+    let storage = store_source(source, storage_dir.path());
     let (commit_tx, commit_rx) = watch::channel(source.end);
-    let timeline = Arc::new(SegmentDirTimeline {
+    let timeline = Arc::new(StorageTimeline {
         id: ids(),
-        dir: source.server.wal_dir(),
         segment_size: source.segment_size,
         system_id: source.system_id,
-        start: source.start,
+        reader: Mutex::new(storage.reader()),
         commit_rx,
         feedback: Mutex::new(Vec::new()),
     });
+    drop(storage);
     let listener = runtime
         .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
         .unwrap();
@@ -194,6 +214,7 @@ fn serve_source(source: &SourceWal) -> Served {
         runtime,
         port,
         timeline,
+        _storage_dir: storage_dir,
         _commit_tx: commit_tx,
         shutdown_tx,
         task,

@@ -61,6 +61,10 @@ pub const MAX_CONTROL_FILE_SIZE: usize = 1 << 20;
 /// The most term-history entries a control file can hold.
 pub const MAX_TERM_HISTORY_LEN: usize =
     (MAX_CONTROL_FILE_SIZE - HEADER_SIZE - FIXED_BODY_SIZE - CRC_SIZE) / HISTORY_ENTRY_SIZE;
+const _: () = assert!(
+    consensus::limits::MAX_TERM_HISTORY_ENTRIES <= MAX_TERM_HISTORY_LEN,
+    "every valid term history fits in a control file"
+);
 
 /// Why a control file was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -85,18 +89,10 @@ pub enum ControlFileError {
 /// and after reading.
 pub fn validate(state: &PersistentState) -> Result<(), String> {
     WalSegmentSize::new(u64::from(state.wal_segment_size)).map_err(|e| e.to_string())?;
+    // The acceptor's own definition of a well-formed history (bounded, terms
+    // increasing, LSNs not decreasing), so storage and consensus never disagree.
+    state.term_history.validate().map_err(|e| e.to_string())?;
     let history = &state.term_history.0;
-    if history.len() > MAX_TERM_HISTORY_LEN {
-        return Err(format!("term history has {} entries", history.len()));
-    }
-    for pair in history.windows(2) {
-        if pair[1].term <= pair[0].term || pair[1].lsn < pair[0].lsn {
-            return Err(format!(
-                "term history out of order: term {} at {} then term {} at {}",
-                pair[0].term.0, pair[0].lsn, pair[1].term.0, pair[1].lsn
-            ));
-        }
-    }
     if let Some(last) = history.last() {
         if last.term > state.term {
             return Err(format!(
@@ -115,7 +111,7 @@ pub fn encode(state: &PersistentState) -> Vec<u8> {
     let mut out = Vec::with_capacity(HEADER_SIZE + body_len + CRC_SIZE);
     out.extend_from_slice(&MAGIC);
     out.extend_from_slice(&FORMAT_VERSION.to_le_bytes());
-    // Lengths beyond u32 are refused by `validate` (MAX_TERM_HISTORY_LEN) first.
+    // `validate` bounds the history (MAX_TERM_HISTORY_ENTRIES), so this fits a u32.
     out.extend_from_slice(&(body_len as u32).to_le_bytes());
     out.extend_from_slice(&state.id.tenant_id.to_bytes());
     out.extend_from_slice(&state.id.timeline_id.to_bytes());
@@ -350,11 +346,12 @@ mod tests {
         );
         assert_eq!(&bytes[..8], b"STRATASK");
         assert_eq!(decode(&bytes).unwrap(), state);
-        let empty_history = PersistentState {
-            term_history: TermHistory::default(),
+        let new_timeline = PersistentState {
+            term: Term(0),
+            term_history: TermHistory::new(state.timeline_start_lsn),
             ..state
         };
-        assert_eq!(decode(&encode(&empty_history)).unwrap(), empty_history);
+        assert_eq!(decode(&encode(&new_timeline)).unwrap(), new_timeline);
     }
 
     #[test]
@@ -420,6 +417,8 @@ mod tests {
         ));
         let mut state = sample_state();
         state.term = Term(6);
+        assert!(validate(&state).is_err());
+        state.term_history = TermHistory::default();
         assert!(validate(&state).is_err());
         // A body length that disagrees with the term-history count.
         let mut bytes = encode(&sample_state());

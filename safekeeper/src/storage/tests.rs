@@ -599,3 +599,27 @@ fn real_wal_round_trips_and_a_switch_completes_with_its_padding() {
     let storage = TimelineStorage::open(&dir).unwrap();
     assert_eq!(storage.flush_lsn(), Lsn(0xA0_0000));
 }
+
+#[test]
+fn a_damaged_control_file_is_refused_on_open() {
+    let (parent, mut storage, wal) = setup(MIB / 4);
+    let dir = parent.path().join("tl");
+    append(&mut storage, &wal, wal.end(), 100_000);
+    drop(storage);
+    let path = dir.join(CONTROL_FILE_NAME);
+    let mut bytes = fs::read(&path).unwrap();
+    bytes.truncate(bytes.len() - 1);
+    fs::write(&path, &bytes).unwrap();
+    let error = TimelineStorage::open(&dir).unwrap_err();
+    assert!(
+        matches!(
+            error,
+            StorageError::ControlFile {
+                source: ControlFileError::Truncated { .. },
+                ..
+            }
+        ),
+        "{error}"
+    );
+    assert_eq!(wal_files(&dir), ["000000010000000000000001.partial"]);
+}

@@ -47,11 +47,6 @@ pub const GRPC_KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Most timelines one safekeeper opens; each has a thread, open files and queues.
 pub const MAX_TIMELINES: usize = 1024;
 
-const _: () = assert!(MAX_WAL_BYTES_PER_APPEND + 1024 <= MAX_GRPC_MESSAGE_BYTES);
-// Every proto TermSwitch: 2 tags, 2 varints of at most 10 bytes, a length prefix of 2.
-const _: () = assert!(MAX_TERM_HISTORY_ENTRIES * 24 + 1024 <= MAX_GRPC_MESSAGE_BYTES);
-const _: () = assert!(MAX_UNFLUSHED_WAL_BYTES >= MAX_WAL_BYTES_PER_APPEND as u64);
-
 /// Idle WAL readers kept per timeline for the replication server; each holds one
 /// segment file open. More concurrent readers than this still work, opening files.
 pub const MAX_POOLED_WAL_READERS: usize = 8;
@@ -60,3 +55,11 @@ pub const MAX_POOLED_WAL_READERS: usize = 8;
 /// stream. Small: the reply queue before it ([`CONNECTION_REPLY_QUEUE_LEN`]) is where
 /// replies wait; this only decouples conversion from the socket.
 pub const OUTBOUND_QUEUE_LEN: usize = 16;
+
+// An append: its WAL plus at most 1 KiB of fields.
+const _: () = assert!(MAX_WAL_BYTES_PER_APPEND + 1024 <= MAX_GRPC_MESSAGE_BYTES);
+// A term history: each proto TermSwitch takes at most 24 bytes (two tags, two 10-byte
+// varints, a length prefix of 2).
+const _: () = assert!(MAX_TERM_HISTORY_ENTRIES * 24 + 1024 <= MAX_GRPC_MESSAGE_BYTES);
+// A flush is forced before a burst outgrows memory, never before one append fits.
+const _: () = assert!(MAX_UNFLUSHED_WAL_BYTES >= MAX_WAL_BYTES_PER_APPEND as u64);

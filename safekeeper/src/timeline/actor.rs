@@ -162,6 +162,8 @@ impl Actor {
         let segment_size = u64::from(acceptor.state().wal_segment_size);
         match acceptor.handle(message) {
             Ok(Some(answer)) => {
+                // A vote may have changed the term: visible before the reply is.
+                self.publish(shared);
                 reply.send(Ok(answer));
             }
             Ok(None) => match append {
@@ -211,14 +213,16 @@ impl Actor {
                         .fsync_seconds
                         .observe(started.elapsed().as_secs_f64());
                 }
+                self.unflushed_bytes = 0;
+                self.at_segment_end = false;
+                // Published before the replies go out, so that a proposer that got
+                // its acknowledgement finds the same positions in status and metrics.
+                self.publish(shared);
                 for (_, reply) in self.awaiting_flush.drain(..) {
                     if let Some(answer) = &answer {
                         reply.send(Ok(answer.clone()));
                     }
                 }
-                self.unflushed_bytes = 0;
-                self.at_segment_end = false;
-                self.publish(shared);
             }
             Err(error) => self.fail(shared, &error),
         }

@@ -27,6 +27,8 @@ pub mod messages;
 pub mod proposer;
 pub mod storage;
 pub mod term_history;
+#[cfg(test)]
+mod test_support;
 
 pub use acceptor::{Acceptor, AcceptorError, Refusal};
 pub use proposer::{Proposer, ProposerConfig, ProposerError, ProposerEvent, WalSource};

@@ -1,94 +1,12 @@
 //! One test per acceptor rule, refusals included.
 
 use postgres_wal::Lsn;
-use strata_ids::{NodeId, TenantId, TenantTimelineId, TimelineId};
+use strata_ids::{NodeId, TenantId, TimelineId};
 
 use super::*;
 use crate::messages::ProposerId;
 use crate::term_history::TermSwitch;
-
-const START: Lsn = Lsn(0x100);
-
-/// Storage in memory where every write is whole records, so the flush LSN is where
-/// the last flush ended. Counts durable operations to check what was persisted when.
-#[derive(Debug)]
-struct MemoryStorage {
-    persisted: PersistentState,
-    wal: Vec<u8>,
-    flushed: usize,
-    persist_calls: usize,
-    fail_writes: bool,
-}
-
-#[derive(Debug, thiserror::Error)]
-#[error("injected storage failure")]
-struct Injected;
-
-impl MemoryStorage {
-    fn new() -> MemoryStorage {
-        MemoryStorage {
-            persisted: PersistentState::new(timeline(), 42, 150_018, 1 << 24, START),
-            wal: Vec::new(),
-            flushed: 0,
-            persist_calls: 0,
-            fail_writes: false,
-        }
-    }
-
-    fn end(&self, len: usize) -> Lsn {
-        Lsn(START.0 + len as u64)
-    }
-}
-
-impl AcceptorStorage for MemoryStorage {
-    type Error = Injected;
-
-    fn state(&self) -> &PersistentState {
-        &self.persisted
-    }
-
-    fn persist(&mut self, state: &PersistentState) -> Result<(), Injected> {
-        self.persist_calls += 1;
-        self.persisted = state.clone();
-        Ok(())
-    }
-
-    fn write_wal(&mut self, lsn: Lsn, bytes: &[u8]) -> Result<(), Injected> {
-        assert_eq!(lsn, self.write_lsn());
-        if self.fail_writes {
-            return Err(Injected);
-        }
-        self.wal.extend_from_slice(bytes);
-        Ok(())
-    }
-
-    fn flush_wal(&mut self) -> Result<(), Injected> {
-        self.flushed = self.wal.len();
-        Ok(())
-    }
-
-    fn truncate_wal(&mut self, lsn: Lsn) -> Result<(), Injected> {
-        let len = (lsn.0 - START.0) as usize;
-        self.wal.truncate(len);
-        self.flushed = self.flushed.min(len);
-        Ok(())
-    }
-
-    fn write_lsn(&self) -> Lsn {
-        self.end(self.wal.len())
-    }
-
-    fn flush_lsn(&self) -> Lsn {
-        self.end(self.flushed)
-    }
-}
-
-fn timeline() -> TenantTimelineId {
-    TenantTimelineId {
-        tenant_id: TenantId(1),
-        timeline_id: TimelineId(2),
-    }
-}
+use crate::test_support::{timeline, MemoryStorage, START};
 
 fn acceptor() -> Acceptor<MemoryStorage> {
     Acceptor::new(NodeId(7), MemoryStorage::new()).unwrap()

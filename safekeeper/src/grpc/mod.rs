@@ -5,6 +5,7 @@
 
 pub mod convert;
 mod propose;
+pub mod read_wal;
 pub mod status;
 
 use std::sync::Arc;
@@ -120,6 +121,14 @@ impl Safekeeper for Service {
             .map(TimelineStatus::to_proto)
             .collect();
         Ok(Response::new(pb::ListTimelinesResponse { timelines }))
+    }
+
+    async fn read_wal(
+        &self,
+        request: Request<pb::ReadWalRequest>,
+    ) -> Result<Response<pb::ReadWalResponse>, Status> {
+        let response = read_wal::read_wal(&self.timelines, request.into_inner()).await?;
+        Ok(Response::new(response))
     }
 }
 

@@ -5,6 +5,7 @@ use tonic::{Code, Status};
 
 use super::convert::ConvertError;
 use super::propose::ConnectionError;
+use super::read_wal::ReadWalError;
 use crate::timeline::ProposeError;
 use crate::timelines::TimelineError;
 
@@ -48,6 +49,24 @@ impl From<ConnectionError> for Status {
             ConnectionError::NoGreeting => Code::FailedPrecondition,
             ConnectionError::GreetingTimeout => Code::DeadlineExceeded,
             ConnectionError::TimelineStopped | ConnectionError::ShuttingDown => Code::Unavailable,
+        };
+        Status::new(code, error.to_string())
+    }
+}
+
+impl From<ReadWalError> for Status {
+    fn from(error: ReadWalError) -> Status {
+        let code = match error {
+            // The timeline's own conditions keep the codes every RPC uses for them.
+            ReadWalError::Timeline(timeline) => return timeline.into(),
+            ReadWalError::Request(_) | ReadWalError::BadRange { .. } => Code::InvalidArgument,
+            ReadWalError::OutOfRange { .. } => Code::OutOfRange,
+            ReadWalError::Io { ref source, .. }
+                if source.kind() == std::io::ErrorKind::NotFound =>
+            {
+                Code::NotFound
+            }
+            ReadWalError::Io { .. } => Code::Internal,
         };
         Status::new(code, error.to_string())
     }

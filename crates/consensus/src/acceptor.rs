@@ -184,6 +184,23 @@ impl<S: AcceptorStorage> Acceptor<S> {
         result
     }
 
+    /// Persist the lazily persisted positions (commit LSN, peer horizon) now, if they
+    /// moved: on a clean shutdown, or periodically so that a restart does not lag far.
+    pub fn persist_lsns(&mut self) -> Result<(), AcceptorError> {
+        if self.failed {
+            return Err(AcceptorError::Failed);
+        }
+        let persisted = self.storage.state();
+        if (persisted.commit_lsn, persisted.peer_horizon_lsn)
+            == (self.state.commit_lsn, self.state.peer_horizon_lsn)
+        {
+            return Ok(());
+        }
+        let result = self.persist();
+        self.note_failure(&result);
+        result
+    }
+
     pub fn node_id(&self) -> NodeId {
         self.node_id
     }

@@ -284,12 +284,16 @@ impl Proposer {
     }
 
     /// The next message for `acceptor`, if any. Call it while the connection can take
-    /// more; appends are built from `wal` as they are taken.
+    /// more; appends are built from `wal` as they are taken. On
+    /// `Err(ProposerError::WalSource)` nothing changed: retry later, or give up.
     pub fn next_message(
         &mut self,
         acceptor: usize,
         wal: &mut dyn WalSource,
     ) -> Result<Option<ProposerMessage>, ProposerError> {
+        if self.is_finished() {
+            return Ok(None);
+        }
         match self.peers[acceptor].link {
             Link::Down | Link::Greeted => Ok(None),
             Link::Greeting { sent: true } | Link::Vote { sent: true } => Ok(None),

@@ -6,7 +6,7 @@
 //! identical wherever it is claimed; committed WAL held by a quorum; commit LSNs never
 //! decreasing; every elected start LSN at or above every commit LSN seen.
 //!
-//! `cargo test -p consensus` runs 1,000 seeds. Environment:
+//! `cargo test -p consensus` runs 2,000 seeds of 2,000 steps. Environment:
 //! - `STRATA_SIM_SEEDS=N` runs seeds 1..=N;
 //! - `STRATA_SIM_SEED=S` replays seed S alone, exactly;
 //! - `STRATA_SIM_STEPS=K` changes the steps per seed.
@@ -21,7 +21,7 @@ use std::time::Instant;
 
 use sim::world::{run_seed, Stats};
 
-const DEFAULT_SEEDS: u64 = 1000;
+const DEFAULT_SEEDS: u64 = 2000;
 const DEFAULT_STEPS_PER_SEED: u64 = 2000;
 
 fn env_u64(name: &str) -> Option<u64> {

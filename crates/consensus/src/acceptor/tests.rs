@@ -384,6 +384,22 @@ fn commit_lsn_is_persisted_lazily_and_never_above_flush() {
 }
 
 #[test]
+fn persist_lsns_writes_the_lazy_positions_once() {
+    let mut a = elected_with_wal(0);
+    a.handle(append(1, START, 40, Lsn(START.0 + 40))).unwrap();
+    a.flush().unwrap();
+    let calls = a.storage().persist_calls;
+    a.persist_lsns().unwrap();
+    assert_eq!(a.storage().state().commit_lsn, Lsn(START.0 + 40));
+    a.persist_lsns().unwrap();
+    assert_eq!(
+        a.storage().persist_calls,
+        calls + 1,
+        "nothing new, nothing written"
+    );
+}
+
+#[test]
 fn commit_lsn_is_persisted_when_it_crosses_a_segment() {
     let mut storage = MemoryStorage::new();
     storage.persisted.wal_segment_size = 64;

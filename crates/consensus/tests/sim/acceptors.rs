@@ -13,6 +13,9 @@ use super::storage::SimStorage;
 use super::trace::{Event, Msg};
 use super::world::World;
 
+/// Chance per flush that the lazily persisted positions are persisted too.
+const PERSIST_LSNS: f64 = 0.05;
+
 /// One acceptor: running (`up`) or crashed with its disk (`down`); exactly one is set.
 #[derive(Debug)]
 pub struct AcceptorNode {
@@ -195,7 +198,13 @@ impl World {
             let Some(acceptor) = self.acceptors[a].up.as_mut() else {
                 continue;
             };
-            match acceptor.flush() {
+            // Now and then the daemon persists the lazy positions (as on a shutdown).
+            let persisted = if self.rng.chance(PERSIST_LSNS) {
+                acceptor.persist_lsns()
+            } else {
+                Ok(())
+            };
+            match persisted.and_then(|()| acceptor.flush()) {
                 Ok(Some(reply)) => {
                     if let Some((slot, incarnation)) = self.acceptors[a].last_appender {
                         self.reply(slot, incarnation, a, reply);

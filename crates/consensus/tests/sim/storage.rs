@@ -18,6 +18,8 @@ pub struct SimStorage {
     log: Log,
     /// Bytes up to here survive a crash.
     durable_end: Lsn,
+    /// The last record boundary at or below `durable_end` (kept, as it is asked often).
+    flush_lsn: Lsn,
     /// Set by the simulation (which keeps a handle): the next WAL write fails, as on
     /// a full disk or a dying device.
     fail_next_write: Rc<Cell<bool>>,
@@ -30,6 +32,7 @@ impl SimStorage {
             persisted: state,
             log: Log::new(start),
             durable_end: start,
+            flush_lsn: start,
             fail_next_write: Rc::default(),
         }
     }
@@ -57,6 +60,7 @@ impl SimStorage {
         let end = self.flush_lsn();
         self.log.truncate(end);
         self.durable_end = end;
+        self.flush_lsn = end;
         self.fail_next_write.set(false);
     }
 }
@@ -84,12 +88,14 @@ impl AcceptorStorage for SimStorage {
 
     fn flush_wal(&mut self) -> Result<(), SimIoError> {
         self.durable_end = self.log.end();
+        self.flush_lsn = self.log.last_boundary().end;
         Ok(())
     }
 
     fn truncate_wal(&mut self, lsn: Lsn) -> Result<(), SimIoError> {
         self.log.truncate(lsn);
         self.durable_end = self.durable_end.min(lsn);
+        self.flush_lsn = self.log.boundary_at_or_below(self.durable_end);
         Ok(())
     }
 
@@ -98,6 +104,6 @@ impl AcceptorStorage for SimStorage {
     }
 
     fn flush_lsn(&self) -> Lsn {
-        self.log.boundary_at_or_below(self.durable_end)
+        self.flush_lsn
     }
 }

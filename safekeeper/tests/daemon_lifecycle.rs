@@ -134,9 +134,15 @@ async fn sigterm_exits_zero_and_restart_keeps_term_and_wal() {
     let daemon = Daemon::start(&data_dir);
     let mut client = daemon.client().await;
     let after = status(&mut client, id).await.unwrap();
+    // The commit LSN too: the clean stop persisted it.
     assert_eq!(
-        (after.term, &after.term_history, after.flush_lsn),
-        (Term(3), &history, first_end)
+        (
+            after.term,
+            &after.term_history,
+            after.flush_lsn,
+            after.commit_lsn
+        ),
+        (Term(3), &history, first_end, first_end)
     );
     let segment = std::fs::read(
         data_dir

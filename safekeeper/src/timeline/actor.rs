@@ -129,6 +129,7 @@ impl Actor {
             }
         }
         self.flush(shared);
+        self.persist_positions(shared);
         shared.mark_stopped();
         tracing::info!(flush_lsn = %self.status.flush_lsn, "timeline stopped");
     }
@@ -225,6 +226,17 @@ impl Actor {
                 }
             }
             Err(error) => self.fail(shared, &error),
+        }
+    }
+
+    /// Persist the commit LSN and peer horizon, which the acceptor persists lazily, so
+    /// that a clean restart reports the commit LSN it had (a crash only makes it lag:
+    /// the proposer announces it again).
+    fn persist_positions(&mut self, shared: &Shared) {
+        if let Some(acceptor) = self.acceptor.as_mut() {
+            if let Err(error) = acceptor.persist_lsns() {
+                self.fail(shared, &error);
+            }
         }
     }
 

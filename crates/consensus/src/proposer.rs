@@ -191,6 +191,13 @@ enum Phase {
 /// Commit LSN: the quorum-th highest flush LSN acknowledged in our term, counting
 /// acknowledgements below our start LSN as 0 (a proposer never commits an earlier
 /// term's WAL by counting copies of it; it commits it by committing its own start).
+///
+/// `Elected` is not yet the right to commit: votes are promises gathered over time,
+/// and a voter may have moved on to a later term since (the simulation sees such
+/// stale elections). Such a proposer can never reach a quorum and is fenced by its
+/// first answer from a later term. Acknowledge nothing to clients before
+/// [`ProposerEvent::CommitLsn`] covers it. Below `start_lsn` the [`WalSource`] must
+/// serve the donor's WAL ([`Proposer::election`] names the donor).
 #[derive(Debug)]
 pub struct Proposer {
     config: ProposerConfig,

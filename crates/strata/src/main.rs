@@ -1,5 +1,6 @@
 //! `strata`: the command-line tool for Strata clusters and WAL inspection.
 
+mod cluster_cmd;
 mod wal_dump;
 
 use std::path::PathBuf;
@@ -21,6 +22,13 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Create (the first time) or start a local cluster: safekeepers and a compute.
+    /// Starts only what is not running; the last line printed is the connection URI.
+    Up(cluster_cmd::UpArgs),
+    /// Stop the local cluster (compute first, then safekeepers).
+    Down(cluster_cmd::DirArg),
+    /// Show the processes of the local cluster and the safekeepers' LSNs.
+    Status(cluster_cmd::StatusArgs),
     /// Inspect PostgreSQL WAL.
     Wal {
         #[command(subcommand)]
@@ -53,6 +61,9 @@ pub struct WalDumpArgs {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
+        Command::Up(args) => cluster_cmd::up(&args),
+        Command::Down(args) => cluster_cmd::down(&args),
+        Command::Status(args) => cluster_cmd::status(&args),
         Command::Wal {
             command: WalCommand::Dump(args),
         } => wal_dump::run(&args),

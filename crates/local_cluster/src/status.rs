@@ -1,0 +1,177 @@
+//! `strata status --json`: the object of the command-line contract (design brief §8).
+//! Field names are stable: fields may be added, never renamed. `pid` is null when the
+//! process is not running; LSNs are strings as Postgres prints them (`0/16B3740`);
+//! `pageserver` is null until the pageserver exists.
+
+use postgres_wal::Lsn;
+use serde::{Deserialize, Serialize};
+use strata_ids::{NodeId, TenantId, TimelineId};
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClusterStatus {
+    pub tenant_id: TenantId,
+    pub timeline_id: TimelineId,
+    pub object_store: String,
+    pub compute: ComputeStatus,
+    pub safekeepers: Vec<SafekeeperStatus>,
+    /// Always `None` (JSON null) for now: the pageserver is not part of the cluster yet.
+    pub pageserver: Option<PageserverStatus>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ComputeStatus {
+    /// The postmaster's pid.
+    pub pid: Option<u32>,
+    /// Postgres's TCP port on 127.0.0.1 (fixed at cluster creation).
+    pub port: u16,
+    pub connstr: String,
+    /// `compute_ctl` and Postgres are alive and `compute_ctl` reported `running`.
+    pub running: bool,
+    /// Added to the contract's fields: the agent's pid, which is what `strata down`
+    /// signals.
+    pub compute_ctl_pid: Option<u32>,
+    /// The term `compute_ctl` was elected in, when running.
+    pub term: Option<u64>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SafekeeperStatus {
+    pub id: NodeId,
+    pub pid: Option<u32>,
+    pub running: bool,
+    pub pg_port: u16,
+    pub grpc_port: u16,
+    pub http_port: u16,
+    /// Null when the safekeeper is down or does not have the timeline yet.
+    pub term: Option<u64>,
+    #[serde(with = "lsn_text")]
+    pub flush_lsn: Option<Lsn>,
+    #[serde(with = "lsn_text")]
+    pub commit_lsn: Option<Lsn>,
+}
+
+/// The contract's pageserver object, for when it exists.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PageserverStatus {
+    pub pid: Option<u32>,
+    pub running: bool,
+    pub grpc_port: u16,
+    pub http_port: u16,
+    #[serde(with = "lsn_text")]
+    pub last_record_lsn: Option<Lsn>,
+    #[serde(with = "lsn_text")]
+    pub disk_consistent_lsn: Option<Lsn>,
+    #[serde(with = "lsn_text")]
+    pub remote_consistent_lsn: Option<Lsn>,
+}
+
+/// `Option<Lsn>` as `"0/16B3740"` or null.
+mod lsn_text {
+    use postgres_wal::Lsn;
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(lsn: &Option<Lsn>, s: S) -> Result<S::Ok, S::Error> {
+        match lsn {
+            Some(lsn) => s.collect_str(lsn),
+            None => s.serialize_none(),
+        }
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Lsn>, D::Error> {
+        Option::<String>::deserialize(d)?
+            .map(|text| text.parse().map_err(serde::de::Error::custom))
+            .transpose()
+    }
+}
+
+impl ClusterStatus {
+    /// A table for people: one line per process.
+    pub fn to_table(&self) -> String {
+        use std::fmt::Write as _;
+        let or_dash = |v: Option<String>| v.unwrap_or_else(|| "-".to_owned());
+        let mut out = String::new();
+        let _ = writeln!(out, "tenant       {}", self.tenant_id);
+        let _ = writeln!(out, "timeline     {}", self.timeline_id);
+        let _ = writeln!(out, "object store {}", self.object_store);
+        let _ = writeln!(out);
+        let _ = writeln!(
+            out,
+            "{:<14} {:<8} {:>8} {:>6} {:>6} {:>6} {:>6} {:>12} {:>12}",
+            "component", "state", "pid", "pg", "grpc", "http", "term", "flush_lsn", "commit_lsn"
+        );
+        let state = |running: bool| if running { "running" } else { "stopped" };
+        for sk in &self.safekeepers {
+            let _ = writeln!(
+                out,
+                "{:<14} {:<8} {:>8} {:>6} {:>6} {:>6} {:>6} {:>12} {:>12}",
+                format!("safekeeper {}", sk.id),
+                state(sk.running),
+                or_dash(sk.pid.map(|p| p.to_string())),
+                sk.pg_port,
+                sk.grpc_port,
+                sk.http_port,
+                or_dash(sk.term.map(|t| t.to_string())),
+                or_dash(sk.flush_lsn.map(|l| l.to_string())),
+                or_dash(sk.commit_lsn.map(|l| l.to_string())),
+            );
+        }
+        let compute = &self.compute;
+        let _ = writeln!(
+            out,
+            "{:<14} {:<8} {:>8} {:>6} {:>6} {:>6} {:>6}",
+            "compute",
+            state(compute.running),
+            or_dash(compute.pid.map(|p| p.to_string())),
+            compute.port,
+            "-",
+            "-",
+            or_dash(compute.term.map(|t| t.to_string())),
+        );
+        let _ = writeln!(out, "{:<14} {:<8}", "pageserver", "absent (not built yet)");
+        let _ = writeln!(out);
+        let _ = write!(out, "connect: {}", compute.connstr);
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn json_has_the_contract_fields_and_lsn_strings() {
+        let status = ClusterStatus {
+            tenant_id: TenantId(1),
+            timeline_id: TimelineId(2),
+            object_store: "file:///x/object-store".into(),
+            compute: ComputeStatus {
+                pid: None,
+                port: 5432,
+                connstr: "postgresql://postgres@127.0.0.1:5432/postgres".into(),
+                running: false,
+                compute_ctl_pid: None,
+                term: None,
+            },
+            safekeepers: vec![SafekeeperStatus {
+                id: NodeId(1),
+                pid: Some(42),
+                running: true,
+                pg_port: 1,
+                grpc_port: 2,
+                http_port: 3,
+                term: Some(4),
+                flush_lsn: Some(Lsn(0x16B3740)),
+                commit_lsn: None,
+            }],
+            pageserver: None,
+        };
+        let json: serde_json::Value = serde_json::to_value(&status).unwrap();
+        assert_eq!(json["safekeepers"][0]["flush_lsn"], "0/16B3740");
+        assert!(json["safekeepers"][0]["commit_lsn"].is_null());
+        assert!(json["pageserver"].is_null());
+        assert!(json["compute"]["pid"].is_null());
+        let back: ClusterStatus = serde_json::from_value(json).unwrap();
+        assert_eq!(back, status);
+        assert!(status.to_table().contains("safekeeper 1"));
+    }
+}

@@ -134,38 +134,28 @@ pub async fn start(args: StartArgs) -> Result<(), CommandError> {
 
     let buffer: SharedWalBuffer =
         Arc::new(Mutex::new(WalBuffer::new(Lsn::INVALID, WAL_BUFFER_BYTES)));
-    let compute_wal = ComputeWal {
-        buffer: buffer.clone(),
-        pg_wal: pg_wal.clone(),
+    let (driver, elected) = {
+        let wal = ComputeWal {
+            buffer: buffer.clone(),
+            pg_wal: pg_wal.clone(),
+        };
+        let elect = elect(
+            &safekeepers,
+            &params,
+            wal,
+            args.election_timeout,
+            &mut signals,
+        );
+        match elect.await? {
+            Some(won) => won,
+            None => {
+                tracing::info!("stopped before PostgreSQL was started");
+                return Ok(());
+            }
+        }
     };
-    let wal = ProposerWal::new(
-        Mode::Primary,
-        safekeepers.clone(),
-        tokio::runtime::Handle::current(),
-        Some(compute_wal),
-    );
-    let config = DriverConfig {
-        proposer_id: new_proposer_id(),
-        system_id: params.system_id,
-        pg_version,
-        wal_segment_size: params.wal_segment_size,
-        mode: Mode::Primary,
-    };
-    let mut driver =
-        proposer::start(config, safekeepers.clone(), wal).context("starting the proposer")?;
-    let Some(elected) = wait_elected(
-        &mut driver,
-        &safekeepers,
-        args.election_timeout,
-        &mut signals,
-    )
-    .await?
-    else {
-        tracing::info!("stopped before PostgreSQL was started");
-        return Ok(());
-    };
-    tracing::Span::current().record("term", elected.term.0);
     check_lineage(&state, &elected, end_of_wal, &pg_wal, &safekeepers).await?;
+    // Durable before PostgreSQL can write anything in this term.
     state
         .add_won_term(elected.term)
         .map_err(anyhow::Error::from)?;
@@ -193,6 +183,37 @@ pub async fn start(args: StartArgs) -> Result<(), CommandError> {
         status_file: args.status_file,
     };
     compute.run(signals).await
+}
+
+/// Start the proposer in primary mode and wait for its election; `None` when a
+/// signal asked us to stop first.
+async fn elect(
+    safekeepers: &Safekeepers,
+    params: &TimelineParams,
+    compute_wal: ComputeWal,
+    timeout: Duration,
+    signals: &mut Signals,
+) -> Result<Option<(DriverHandle, Elected)>, CommandError> {
+    let wal = ProposerWal::new(
+        Mode::Primary,
+        safekeepers.clone(),
+        tokio::runtime::Handle::current(),
+        Some(compute_wal),
+    );
+    let config = DriverConfig {
+        proposer_id: new_proposer_id(),
+        system_id: params.system_id,
+        pg_version: params.pg_version,
+        wal_segment_size: params.wal_segment_size,
+        mode: Mode::Primary,
+    };
+    let mut driver =
+        proposer::start(config, safekeepers.clone(), wal).context("starting the proposer")?;
+    let elected = wait_elected(&mut driver, safekeepers, timeout, signals).await?;
+    if let Some(elected) = &elected {
+        tracing::Span::current().record("term", elected.term.0);
+    }
+    Ok(elected.map(|elected| (driver, elected)))
 }
 
 /// The state of an existing data directory, or of a new one after its bootstrap.

@@ -444,6 +444,7 @@ impl Driver {
     /// Send every safekeeper what the proposer has for it, while its queue has room.
     fn pump(&mut self) {
         let now = Instant::now();
+        let mut dropped = Vec::new();
         for acceptor in 0..self.links.len() {
             let Link::Up {
                 outbound,
@@ -461,9 +462,16 @@ impl Driver {
                 let message = match self.proposer.next_message(acceptor, &mut self.wal) {
                     Ok(Some(message)) => message,
                     Ok(None) => break,
-                    Err(error) => {
+                    Err(error @ ProposerError::WalSource { .. }) => {
                         tracing::warn!(safekeeper = %self.safekeepers.addr(acceptor), %error, "cannot feed the safekeeper yet");
                         *paused_until = Some(now + WAL_READ_RETRY);
+                        break;
+                    }
+                    // Its log shares nothing with ours, or its vote was malformed:
+                    // drop the stream; the connection task retries with backoff.
+                    Err(error) => {
+                        tracing::warn!(safekeeper = %self.safekeepers.addr(acceptor), %error, "dropping the safekeeper's stream");
+                        dropped.push((acceptor, error.to_string()));
                         break;
                     }
                 };
@@ -479,6 +487,10 @@ impl Driver {
                     break;
                 }
             }
+        }
+        for (acceptor, error) in dropped {
+            self.disconnect(acceptor);
+            self.set_peer(acceptor, false, Some(error));
         }
     }
 }

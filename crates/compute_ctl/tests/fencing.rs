@@ -64,6 +64,18 @@ fn sync_safekeepers_fences_a_running_compute() {
     assert_eq!(status["state"], "fenced");
     assert_eq!(status["term"].as_u64(), Some(term_before));
     assert!(compute.log().contains("fenced"), "{}", compute.log());
+    // The data directory remembers who fenced it; it was the server user's file.
+    let state_path = compute.pgdata.join("strata_compute.json");
+    let state: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&state_path).unwrap()).unwrap();
+    assert!(
+        state["fenced_by"].as_u64().unwrap() > term_before,
+        "{state}"
+    );
+    let owner = std::os::unix::fs::MetadataExt::uid(&std::fs::metadata(&state_path).unwrap());
+    let pgdata_owner =
+        std::os::unix::fs::MetadataExt::uid(&std::fs::metadata(&compute.pgdata).unwrap());
+    assert_eq!(owner, pgdata_owner);
 }
 
 #[test]

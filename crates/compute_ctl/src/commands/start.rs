@@ -159,7 +159,7 @@ pub async fn start(args: StartArgs) -> Result<(), CommandError> {
     state
         .add_won_term(elected.term)
         .map_err(anyhow::Error::from)?;
-    state.save(&args.pgdata).map_err(anyhow::Error::from)?;
+    save_state(&postgres, &state)?;
     *lock(&buffer) = WalBuffer::new(elected.start_lsn, WAL_BUFFER_BYTES);
 
     let options = command_line_options(&compute_settings(args.pg_port));
@@ -214,6 +214,14 @@ async fn elect(
         tracing::Span::current().record("term", elected.term.0);
     }
     Ok(elected.map(|elected| (driver, elected)))
+}
+
+/// Save the state file durably; like everything in the data directory it belongs to
+/// the server user.
+fn save_state(postgres: &Postgres, state: &ComputeState) -> anyhow::Result<()> {
+    state.save(postgres.pgdata())?;
+    give_to_server_user(postgres.bin(), &[ComputeState::path(postgres.pgdata())])?;
+    Ok(())
 }
 
 /// The state of an existing data directory, or of a new one after its bootstrap.
@@ -337,7 +345,7 @@ async fn ensure_timeline(
             .pending_safekeepers
             .retain(|a| !attempted.contains(&a));
         state.pending_safekeepers.extend(failed);
-        state.save(postgres.pgdata()).map_err(anyhow::Error::from)?;
+        save_state(postgres, state)?;
     }
     check_safekeepers(safekeepers, params, state).await
 }
@@ -614,7 +622,7 @@ impl Compute {
         tracing::error!(%term, ours = %self.term, "fenced by a newer term: stopping PostgreSQL (immediate)");
         self.stop(StopMode::Immediate).await;
         self.state.fenced_by = Some(term);
-        if let Err(error) = self.state.save(self.postgres.pgdata()) {
+        if let Err(error) = save_state(&self.postgres, &self.state) {
             tracing::error!(%error, "cannot record the fencing in the state file");
         }
         self.write_status(ComputeStatus::Fenced);

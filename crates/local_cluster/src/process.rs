@@ -246,7 +246,12 @@ mod tests {
             program: "sleep",
             argument: Some(OsStr::new("30")),
         };
-        assert!(sleep.matches(pid));
+        // The kernel sets the new program's name a moment after `spawn` returns.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !sleep.matches(pid) {
+            assert!(Instant::now() < deadline, "sleep never matched");
+            std::thread::sleep(Duration::from_millis(1));
+        }
         let other_arg = Identity {
             argument: Some(OsStr::new("31")),
             ..sleep

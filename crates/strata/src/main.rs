@@ -1,5 +1,6 @@
 //! `strata`: the command-line tool for Strata clusters and WAL inspection.
 
+mod bench_commit;
 mod cluster_cmd;
 mod wal_dump;
 
@@ -29,11 +30,24 @@ enum Command {
     Down(cluster_cmd::DirArg),
     /// Show the processes of the local cluster and the safekeepers' LSNs.
     Status(cluster_cmd::StatusArgs),
+    /// Benchmarks (not tests): figures to compare against stock PostgreSQL.
+    Bench {
+        #[command(subcommand)]
+        command: BenchCommand,
+    },
     /// Inspect PostgreSQL WAL.
     Wal {
         #[command(subcommand)]
         command: WalCommand,
     },
+}
+
+#[derive(Debug, Subcommand)]
+enum BenchCommand {
+    /// pgbench TPS and commit latency (average, p99) of stock PostgreSQL alone, with
+    /// synchronous replication to pg_receivewal, and under compute_ctl with 3
+    /// safekeepers, in interleaved rounds; prints the ratios.
+    Commit(bench_commit::BenchCommitArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -64,6 +78,9 @@ fn main() -> ExitCode {
         Command::Up(args) => cluster_cmd::up(&args),
         Command::Down(args) => cluster_cmd::down(&args),
         Command::Status(args) => cluster_cmd::status(&args),
+        Command::Bench {
+            command: BenchCommand::Commit(args),
+        } => bench_commit::run(&args),
         Command::Wal {
             command: WalCommand::Dump(args),
         } => wal_dump::run(&args),

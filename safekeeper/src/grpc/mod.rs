@@ -23,6 +23,7 @@ use crate::metrics::Metrics;
 use crate::timeline::{NewTimeline, TimelineStatus};
 use crate::timelines::Timelines;
 use convert::{FromProto, ToProto};
+use status::invalid_argument;
 
 pub use propose::ConnectionError;
 
@@ -87,7 +88,7 @@ impl Safekeeper for Service {
         &self,
         request: Request<pb::CreateTimelineRequest>,
     ) -> Result<Response<pb::TimelineInfo>, Status> {
-        let new = NewTimeline::from_proto(request.into_inner())?;
+        let new = NewTimeline::from_proto(request.into_inner()).map_err(invalid_argument)?;
         let status = self.timelines.create(new).await.inspect_err(log_failure)?;
         Ok(Response::new(status.to_proto()))
     }
@@ -96,7 +97,7 @@ impl Safekeeper for Service {
         &self,
         request: Request<pb::TimelineRequest>,
     ) -> Result<Response<pb::TimelineInfo>, Status> {
-        let id = TenantTimelineId::from_proto(request.into_inner())?;
+        let id = TenantTimelineId::from_proto(request.into_inner()).map_err(invalid_argument)?;
         let status = self.timelines.status(id)?;
         Ok(Response::new(status.to_proto()))
     }
@@ -105,7 +106,7 @@ impl Safekeeper for Service {
         &self,
         request: Request<pb::TimelineRequest>,
     ) -> Result<Response<pb::DeleteTimelineResponse>, Status> {
-        let id = TenantTimelineId::from_proto(request.into_inner())?;
+        let id = TenantTimelineId::from_proto(request.into_inner()).map_err(invalid_argument)?;
         self.timelines.delete(id).await.inspect_err(log_failure)?;
         Ok(Response::new(pb::DeleteTimelineResponse {}))
     }

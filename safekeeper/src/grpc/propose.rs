@@ -18,6 +18,7 @@ use tonic::{Code, Status, Streaming};
 use tracing::Instrument;
 
 use super::convert::{FromProto, ToProto};
+use super::status::invalid_argument;
 use crate::limits::{GREETING_TIMEOUT, OUTBOUND_QUEUE_LEN};
 use crate::metrics::Metrics;
 use crate::timeline::{Connection, Reply, Timeline};
@@ -49,7 +50,7 @@ pub async fn start(
         Err(_) => return Err(ConnectionError::GreetingTimeout.into()),
         Ok(Err(status)) => return Err(malformed(status)),
         Ok(Ok(None)) => return Err(ConnectionError::NoGreeting.into()),
-        Ok(Ok(Some(first))) => ProposerMessage::from_proto(first)?,
+        Ok(Ok(Some(first))) => ProposerMessage::from_proto(first).map_err(invalid_argument)?,
     };
     let ProposerMessage::Greeting(greeting) = &first else {
         return Err(ConnectionError::NoGreeting.into());
@@ -133,7 +134,7 @@ async fn forward(
         };
         let message = match ProposerMessage::from_proto(message) {
             Ok(message) => message,
-            Err(error) => return Some(error.into()),
+            Err(error) => return Some(invalid_argument(error)),
         };
         if timeline.send(connection, message).await.is_err() {
             return Some(ConnectionError::TimelineStopped.into());

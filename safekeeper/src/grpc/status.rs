@@ -9,10 +9,10 @@ use super::read_wal::ReadWalError;
 use crate::timeline::ProposeError;
 use crate::timelines::TimelineError;
 
-impl From<ConvertError> for Status {
-    fn from(error: ConvertError) -> Status {
-        Status::invalid_argument(error.to_string())
-    }
+/// A malformed request: `INVALID_ARGUMENT`. A function, not a `From`, because both
+/// types belong to other crates.
+pub fn invalid_argument(error: ConvertError) -> Status {
+    Status::invalid_argument(error.to_string())
 }
 
 impl From<TimelineError> for Status {
@@ -107,7 +107,7 @@ mod tests {
             Code::FailedPrecondition
         );
         assert_eq!(
-            code(ConvertError::Empty("ProposerMessage").into()),
+            code(invalid_argument(ConvertError::Empty("ProposerMessage"))),
             Code::InvalidArgument
         );
     }

@@ -459,13 +459,8 @@ fn pg_receivewal_and_psql_read_real_wal() {
     served.stop();
 }
 
-/// A free TCP port on 127.0.0.1 (bound and released).
 fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    pg_harness::unused_port().expect("an unused TCP port")
 }
 
 /// A standby cluster started with pg_ctl; stopped (immediately) on drop.

@@ -26,6 +26,7 @@ mod bin;
 mod config;
 mod error;
 mod exec;
+mod port;
 mod server;
 
 pub use bin::{
@@ -33,6 +34,7 @@ pub use bin::{
 };
 pub use config::{PgConfig, DEFAULT_SQL_TIMEOUT, DEFAULT_START_TIMEOUT};
 pub use error::{HarnessError, Result};
+pub use port::unused_port;
 pub use server::{PgServer, SUPERUSER};
 
 /// Parses a PostgreSQL LSN in its text form `X/Y` (two hex numbers of up to 8 digits) into a

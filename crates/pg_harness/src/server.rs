@@ -3,7 +3,6 @@
 use std::fmt::Write as _;
 use std::fs::{self, OpenOptions};
 use std::io::Write as _;
-use std::net::{Ipv4Addr, TcpListener};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 use std::path::{Path, PathBuf};
@@ -457,14 +456,10 @@ impl Drop for PgServer {
     }
 }
 
-/// Asks the kernel for a currently unused TCP port on 127.0.0.1.
+/// A currently unused TCP port on 127.0.0.1 for the server.
 fn free_port() -> Result<u16> {
-    let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
-        .map_err(io_err("cannot bind 127.0.0.1:0 to find a free port"))?;
-    let addr = listener
-        .local_addr()
-        .map_err(io_err("cannot read the address of a bound socket"))?;
-    Ok(addr.port())
+    crate::port::unused_port()
+        .ok_or_else(|| HarnessError::InvalidConfig("no unused TCP port found on 127.0.0.1".into()))
 }
 
 fn tail_lines(text: &str, n: usize) -> String {

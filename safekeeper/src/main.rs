@@ -42,12 +42,7 @@ fn run(args: &Args) -> anyhow::Result<()> {
     let config =
         Config::load(args.config.as_deref(), &args.overrides).context("loading configuration")?;
     safekeeper::logging::init(config.log_format)?;
-    // One worker: the commit path is a chain of small tasks handing messages to each
-    // other; on one worker those hand-offs are local queue pushes instead of
-    // cross-thread wake-ups (futex, context switch). Multi-thread flavour still, so
-    // that `block_in_place` and `spawn_blocking` work.
     let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
         .enable_all()
         .build()
         .context("starting the async runtime")?;

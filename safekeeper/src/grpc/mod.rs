@@ -55,10 +55,16 @@ pub async fn serve(
         .http2_keepalive_interval(Some(GRPC_KEEPALIVE_INTERVAL))
         .http2_keepalive_timeout(Some(GRPC_KEEPALIVE_TIMEOUT))
         .add_service(server)
-        .serve_with_incoming_shutdown(TcpIncoming::from(listener), async move {
-            // An error means the sender is gone: stopping either way.
-            let _ = stop.wait_for(|stop| *stop).await;
-        })
+        // Append responses release commits: they must not wait for Nagle and the
+        // peer's delayed ACK (up to 40 ms). tonic sets TCP_NODELAY only on sockets of
+        // a listener it binds itself, not on a `TcpIncoming` built from ours.
+        .serve_with_incoming_shutdown(
+            TcpIncoming::from(listener).with_nodelay(Some(true)),
+            async move {
+                // An error means the sender is gone: stopping either way.
+                let _ = stop.wait_for(|stop| *stop).await;
+            },
+        )
         .await
 }
 

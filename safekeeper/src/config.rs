@@ -10,6 +10,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 use strata_ids::NodeId;
+pub use strata_logging::LogFormat;
 
 /// What `--print-default-config` prints: every key with its default value and meaning.
 /// A test checks that it parses into [`Config::default`].
@@ -69,14 +70,6 @@ impl Default for Config {
             wal_retention_bytes: None,
         }
     }
-}
-
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
-#[serde(rename_all = "lowercase")]
-pub enum LogFormat {
-    #[default]
-    Text,
-    Json,
 }
 
 /// The keys of the file, each optional so that flags and defaults fill the rest.

@@ -1,0 +1,48 @@
+//! How every Strata program logs: `tracing` events to stderr, as text or as one JSON
+//! object per line, levels from `RUST_LOG`. One place, so the safekeeper,
+//! `compute_ctl` and the daemons to come print the same shape of line and accept the
+//! same `--log-format` values. Each program names its own spans (tenant, timeline,
+//! LSN); this crate only installs the subscriber.
+
+use std::io::IsTerminal;
+
+use serde::{Deserialize, Serialize};
+use tracing_subscriber::EnvFilter;
+
+/// Used when `RUST_LOG` is not set.
+const DEFAULT_FILTER: &str = "info";
+
+/// `--log-format` and the `log_format` config key.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    #[default]
+    Text,
+    Json,
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("installing the log subscriber: {0}")]
+pub struct LoggingError(String);
+
+/// Install the global subscriber.
+pub fn init(format: LogFormat) -> Result<(), LoggingError> {
+    let filter =
+        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(DEFAULT_FILTER));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        // Colour codes only for a person at a terminal, not in log files.
+        .with_ansi(std::io::stderr().is_terminal());
+    let result = match format {
+        LogFormat::Text => builder.try_init(),
+        LogFormat::Json => builder
+            .json()
+            // The whole span list, so a line inside a connection span nested in a
+            // timeline span still carries the timeline's ids.
+            .with_current_span(false)
+            .with_span_list(true)
+            .try_init(),
+    };
+    result.map_err(|e| LoggingError(e.to_string()))
+}

@@ -170,6 +170,23 @@ impl PgBin {
         cmd
     }
 
+    /// `psql` set up for scripts against `connstr`: no psqlrc, quiet, unaligned tuples
+    /// only, stopping at the first error. The caller adds `-c SQL` or `-f -`.
+    pub fn psql(&self, connstr: &str) -> Command {
+        let mut cmd = self.command("psql");
+        cmd.args([
+            "-X",
+            "-q",
+            "-A",
+            "-t",
+            "-v",
+            "ON_ERROR_STOP=1",
+            "-d",
+            connstr,
+        ]);
+        cmd
+    }
+
     /// Gives `path` (not recursively) to the server user so PostgreSQL can write it; a no-op
     /// when not running as root. Use it for directories the server must write into, e.g. a WAL
     /// archive, or for files a test writes into a stopped server's data directory.

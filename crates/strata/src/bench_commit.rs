@@ -245,19 +245,8 @@ impl Drop for StrataCluster {
 }
 
 fn psql(bin: &PgBin, connstr: &str, sql: &str) -> anyhow::Result<String> {
-    let mut command = bin.command("psql");
-    command.args([
-        "-X",
-        "-q",
-        "-A",
-        "-t",
-        "-v",
-        "ON_ERROR_STOP=1",
-        "-d",
-        connstr,
-        "-c",
-        sql,
-    ]);
+    let mut command = bin.psql(connstr);
+    command.args(["-c", sql]);
     let out = run_bounded(command, PGBENCH_SLACK)?;
     Ok(out.trim().to_owned())
 }

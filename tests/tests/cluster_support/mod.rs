@@ -254,20 +254,9 @@ pub struct PsqlOutput {
 /// killing it after [`PSQL_TIMEOUT`].
 pub fn psql(bin: &PgBin, connstr: &str, script: &str) -> PsqlOutput {
     use std::io::Write as _;
-    let mut command = bin.command("psql");
+    let mut command = bin.psql(connstr);
     command
-        .args([
-            "-X",
-            "-q",
-            "-A",
-            "-t",
-            "-v",
-            "ON_ERROR_STOP=1",
-            "-d",
-            connstr,
-            "-f",
-            "-",
-        ])
+        .args(["-f", "-"])
         .env("PGCONNECT_TIMEOUT", PSQL_CONNECT_TIMEOUT_SECS.to_string())
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs what a fresh Debian machine with Rust lacks to build and test Strata:
-# PostgreSQL 15 (server, client tools, contrib) and protoc (strata_proto's build
-# compiles proto/*.proto with it). Skips what is already present.
+# PostgreSQL 15 (server, client tools, contrib), protoc (strata_proto's build
+# compiles proto/*.proto with it), and RocksDB with libclang (layer_store links
+# Debian's RocksDB through generated bindings). Skips what is already present.
 set -euo pipefail
 
 pg_bindir=/usr/lib/postgresql/15/bin
@@ -10,6 +11,8 @@ packages=()
 [ -x "$pg_bindir/pg_waldump" ] || packages+=(postgresql-client-15)
 [ -f /usr/share/postgresql/15/extension/bloom.control ] || packages+=(postgresql-contrib)
 command -v protoc >/dev/null || packages+=(protobuf-compiler)
+[ -f /usr/include/rocksdb/c.h ] || packages+=(librocksdb-dev)
+ls /usr/lib/llvm-*/lib/libclang.so* >/dev/null 2>&1 || packages+=(libclang-dev)
 
 if [ ${#packages[@]} -eq 0 ]; then
   exit 0

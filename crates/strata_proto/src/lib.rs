@@ -10,3 +10,8 @@ pub mod safekeeper {
 }
 
 pub mod convert;
+
+/// `proto/pageserver.proto`: pages, basebackups and timeline administration.
+pub mod pageserver {
+    tonic::include_proto!("strata.pageserver.v1");
+}

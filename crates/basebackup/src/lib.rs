@@ -1,0 +1,1 @@
+//! Basebackup and import (built by the pageserver issue).

@@ -1,0 +1,1 @@
+//! Storage of key versions for one timeline (built by the pageserver issue).

@@ -74,9 +74,35 @@ pub struct PgServer {
     dir: TempDir,
 }
 
+/// Where a new server's data directory comes from.
+enum DataSource<'a> {
+    Initdb,
+    Populate(PopulateFn<'a>),
+}
+
+/// Fills an empty data directory (see [`PgServer::start_from`]).
+type PopulateFn<'a> =
+    Box<dyn FnOnce(&Path) -> std::result::Result<(), Box<dyn std::error::Error>> + 'a>;
+
 impl PgServer {
     /// Creates a fresh cluster with `initdb` and starts it; see [`PgConfig`] for the options.
     pub fn start(config: PgConfig) -> Result<PgServer> {
+        PgServer::create(config, DataSource::Initdb)
+    }
+
+    /// Starts a server on a data directory that `populate` fills (for example by
+    /// unpacking a basebackup) instead of `initdb`. `populate` gets the empty data
+    /// directory (mode 0700); everything in it is then given to the server user. The
+    /// harness's settings and `config`'s settings are appended to the `postgresql.conf`
+    /// that `populate` wrote. `config`'s initdb options do not apply.
+    pub fn start_from(
+        config: PgConfig,
+        populate: impl FnOnce(&Path) -> std::result::Result<(), Box<dyn std::error::Error>>,
+    ) -> Result<PgServer> {
+        PgServer::create(config, DataSource::Populate(Box::new(populate)))
+    }
+
+    fn create(config: PgConfig, source: DataSource<'_>) -> Result<PgServer> {
         config.validate()?;
         let bin = PgBin::locate()?;
 
@@ -132,10 +158,42 @@ impl PgServer {
             running: false,
             dir,
         };
-        server.initdb()?;
+        match source {
+            DataSource::Initdb => server.initdb()?,
+            DataSource::Populate(populate) => {
+                populate(&server.data_dir).map_err(|e| {
+                    HarnessError::InvalidConfig(format!(
+                        "populating {}: {e}",
+                        server.data_dir.display()
+                    ))
+                })?;
+                server.chown_tree_to_server_user(&server.data_dir.clone())?;
+            }
+        }
         server.write_settings()?;
         server.start_server()?;
         Ok(server)
+    }
+
+    /// Gives `dir` and everything below it to the server user (no-op unless root).
+    fn chown_tree_to_server_user(&self, dir: &Path) -> Result<()> {
+        self.bin.chown_to_server_user(dir)?;
+        let entries =
+            fs::read_dir(dir).map_err(io_err(format!("cannot list {}", dir.display())))?;
+        for entry in entries {
+            let path = entry
+                .map_err(io_err(format!("cannot list {}", dir.display())))?
+                .path();
+            let is_dir = fs::symlink_metadata(&path)
+                .map_err(io_err(format!("cannot stat {}", path.display())))?
+                .is_dir();
+            if is_dir {
+                self.chown_tree_to_server_user(&path)?;
+            } else {
+                self.bin.chown_to_server_user(&path)?;
+            }
+        }
+        Ok(())
     }
 
     fn initdb(&self) -> Result<()> {

@@ -313,3 +313,32 @@ fn restart_moves_to_a_new_port_when_the_old_one_is_taken() {
         .expect("log")
         .contains("Address already in use"));
 }
+
+/// A server started on a data directory copied from a stopped one (as a basebackup is
+/// unpacked) sees the original's data; a populate step that fails is reported.
+#[test]
+fn start_from_a_populated_directory() {
+    let mut original = start(PgConfig::new());
+    original
+        .sql("CREATE TABLE kept (x int); INSERT INTO kept VALUES (42);")
+        .unwrap();
+    original.stop().unwrap();
+    let source = original.data_dir().to_path_buf();
+    let copy = PgServer::start_from(PgConfig::new(), |dir| {
+        let status = std::process::Command::new("cp")
+            .arg("-a")
+            .arg(format!("{}/.", source.display()))
+            .arg(dir)
+            .status()?;
+        if !status.success() {
+            return Err(format!("cp failed: {status}").into());
+        }
+        Ok(())
+    })
+    .expect("starting on the copy");
+    assert_eq!(copy.sql("SELECT x FROM kept").unwrap(), "42");
+
+    let failed = PgServer::start_from(PgConfig::new(), |_| Err("no basebackup".into()));
+    let message = failed.unwrap_err().to_string();
+    assert!(message.contains("no basebackup"), "{message}");
+}

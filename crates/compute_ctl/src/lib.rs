@@ -11,6 +11,7 @@
 //!   end of WAL).
 //! - [`lineage`]: may this data directory continue the timeline?
 //! - [`safekeepers`]: addresses, channels, timeline checks and creation.
+//! - [`pageserver`]: the pageserver client (capabilities, import, basebackup, pages).
 //! - [`postgres`]: `pg_ctl`, `psql`, the postmaster's liveness.
 //! - [`limits`]: every bound.
 //!
@@ -29,6 +30,7 @@ pub mod durable;
 pub mod limits;
 pub mod lineage;
 pub mod logging;
+pub mod pageserver;
 pub mod pgdata;
 pub mod postgres;
 pub mod proposer;

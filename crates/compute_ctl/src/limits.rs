@@ -134,6 +134,42 @@ pub const MAX_STATE_FILE_BYTES: u64 = 1024 * 1024;
 /// safekeepers' term histories, whose limit is the same order).
 pub const MAX_WON_TERMS: usize = 16 * 1024;
 
+// ---- Pageserver (gRPC) ----
+
+/// Largest gRPC message exchanged with the pageserver: a basebackup chunk is at most
+/// 256 KiB (`proto/pageserver.proto`), a `GetPages` answer at most 256 pages of 8 KiB
+/// (2 MiB) plus their framing.
+pub const MAX_PAGESERVER_MESSAGE_BYTES: usize = 4 * 1024 * 1024;
+
+/// Bytes of the data directory's tar per `ImportTimeline` message.
+pub const IMPORT_CHUNK_BYTES: usize = 256 * 1024;
+
+/// A unary call to the pageserver (`TimelineStatus`, `GetCapabilities`), and the
+/// opening of a streamed one.
+pub const PAGESERVER_CALL_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// A whole `ImportTimeline` or `GetBasebackup`: the pageserver stores or builds every
+/// page of the data directory meanwhile.
+pub const PAGESERVER_TRANSFER_TIMEOUT: Duration = Duration::from_secs(600);
+
+/// How long `start` retries a pageserver that does not answer yet (it may be starting
+/// beside us) before giving up.
+pub const PAGESERVER_CONNECT_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// How long a compute started from a basebackup waits for the pageserver to ingest the
+/// WAL up to the elected start LSN (it streams it from the safekeepers).
+pub const PAGESERVER_CATCH_UP_TIMEOUT: Duration = Duration::from_secs(300);
+
+/// How often the pageserver's position is polled while waiting for it.
+pub const PAGESERVER_POLL_INTERVAL: Duration = Duration::from_millis(100);
+
+/// Largest file accepted from a basebackup tar: PostgreSQL's relation segments and WAL
+/// segments are at most 1 GiB.
+pub const MAX_TAR_ENTRY_BYTES: u64 = 1024 * 1024 * 1024;
+
+/// Basebackup chunks queued between the gRPC stream and the thread unpacking them.
+pub const UNPACK_QUEUE_CHUNKS: usize = 16;
+
 const _: () = assert!(
     MAX_WAL_BYTES_PER_APPEND + 1024 <= MAX_GRPC_MESSAGE_BYTES,
     "an append and a ReadWal answer fit a gRPC message"

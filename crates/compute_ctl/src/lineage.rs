@@ -13,6 +13,12 @@
 //! Equal LSNs do not prove equal bytes (two copies of a data directory could diverge
 //! and stop at the same LSN), so the last bytes before `start_lsn` are also compared
 //! with the donor's.
+//!
+//! A data directory made from a pageserver basebackup at `base_lsn` holds the
+//! timeline's state at that LSN by construction, and only its own WAL after it (the
+//! backup's shutdown checkpoint first). While the quorum still ends exactly at
+//! `base_lsn` it may continue whatever it wrote since, whoever won the last term: that
+//! WAL is its own and nobody else's went in.
 
 use consensus::term_history::Term;
 use postgres_wal::Lsn;
@@ -22,9 +28,13 @@ pub fn check_positions(
     start_lsn: Lsn,
     end_of_wal: Lsn,
     donor_last_term: Term,
+    base_lsn: Option<Lsn>,
     won: impl Fn(Term) -> bool,
 ) -> Result<(), String> {
     if start_lsn == end_of_wal {
+        return Ok(());
+    }
+    if base_lsn == Some(start_lsn) && start_lsn < end_of_wal {
         return Ok(());
     }
     let ours = won(donor_last_term);
@@ -51,7 +61,7 @@ mod tests {
     use super::*;
 
     fn check(start: u64, end: u64, donor_term: u64, won: &[u64]) -> bool {
-        check_positions(Lsn(start), Lsn(end), Term(donor_term), |t| {
+        check_positions(Lsn(start), Lsn(end), Term(donor_term), None, |t| {
             won.contains(&t.0)
         })
         .is_ok()
@@ -72,10 +82,23 @@ mod tests {
     }
 
     #[test]
+    fn a_basebackup_continues_while_the_quorum_ends_at_its_lsn() {
+        let base = Some(Lsn(100));
+        // Its own checkpoint record (and more) past the backup LSN, last term not its own.
+        assert!(check_positions(Lsn(100), Lsn(180), Term(3), base, |_| false).is_ok());
+        // The quorum moved on in a term it did not win: refused.
+        assert!(check_positions(Lsn(150), Lsn(180), Term(3), base, |_| false).is_err());
+        // ... or in its own term: the usual rule.
+        assert!(check_positions(Lsn(150), Lsn(180), Term(4), base, |t| t.0 == 4).is_ok());
+        // Behind the backup: never.
+        assert!(check_positions(Lsn(90), Lsn(80), Term(3), base, |_| true).is_err());
+    }
+
+    #[test]
     fn refusals_say_which_way_it_diverged() {
-        let behind = check_positions(Lsn(200), Lsn(100), Term(3), |_| false).unwrap_err();
+        let behind = check_positions(Lsn(200), Lsn(100), Term(3), None, |_| false).unwrap_err();
         assert!(behind.contains("behind"), "{behind}");
-        let ahead = check_positions(Lsn(100), Lsn(200), Term(3), |_| false).unwrap_err();
+        let ahead = check_positions(Lsn(100), Lsn(200), Term(3), None, |_| false).unwrap_err();
         assert!(ahead.contains("never committed"), "{ahead}");
     }
 }

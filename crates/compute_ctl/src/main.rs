@@ -71,6 +71,11 @@ enum Command {
         /// PostgreSQL's log file (default: postgres.log in the data directory).
         #[arg(long, value_name = "PATH")]
         pg_log: Option<PathBuf>,
+        /// The pageserver's gRPC address: a new timeline's base image is imported
+        /// there, and an empty data directory of an existing timeline is made from its
+        /// basebackup.
+        #[arg(long, value_name = "HOST:PORT")]
+        pageserver: Option<String>,
     },
 }
 
@@ -133,6 +138,7 @@ fn run(command: Command) -> Result<(), CommandError> {
             timeline,
             status_file,
             pg_log,
+            pageserver,
         } => {
             let (id, safekeepers, election_timeout) = timeline_args(&timeline)?;
             let span = logging::timeline_span("start", id);
@@ -144,6 +150,7 @@ fn run(command: Command) -> Result<(), CommandError> {
                 status_file,
                 election_timeout,
                 pg_log,
+                pageserver,
             };
             runtime.block_on(start(args).instrument(span))
         }

@@ -223,7 +223,7 @@ impl Safekeepers {
     }
 }
 
-async fn bounded<T>(
+pub(crate) async fn bounded<T>(
     timeout: Duration,
     call: impl std::future::Future<Output = Result<T, Status>>,
 ) -> Result<T, Status> {

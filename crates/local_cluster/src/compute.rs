@@ -1,7 +1,9 @@
 //! The compute: a stock PostgreSQL run by `compute_ctl start`. `DIR/compute/` holds the
-//! data directory `pgdata/` (created by `compute_ctl`, owned by the server user),
-//! `compute_ctl.log`, `postgres.log` (the server's own log), `compute_ctl.pid` and the status file `status.json` that
-//! `compute_ctl` writes once Postgres accepts connections and it won the election.
+//! data directory `pgdata/` (created by `compute_ctl`, owned by the server user: with
+//! initdb for a new timeline, from the pageserver's basebackup when it is empty and
+//! the timeline exists), `compute_ctl.log`, `postgres.log` (the server's own log),
+//! `compute_ctl.pid` and the status file `status.json` that `compute_ctl` writes once
+//! Postgres accepts connections and it won the election.
 
 use std::ffi::OsString;
 use std::fs;
@@ -195,6 +197,9 @@ impl ComputeNode {
             .arg("--pg-log")
             .arg(self.dir.join(POSTGRES_LOG))
             .current_dir(&self.dir);
+        if let Some(pageserver) = config.pageserver_grpc_addr() {
+            command.arg("--pageserver").arg(pageserver);
+        }
         let child = process::spawn_detached(command, &self.log())?;
         process::write_pid_file(&self.pid_file(), child.id())?;
         Ok(child)

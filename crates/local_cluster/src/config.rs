@@ -53,12 +53,23 @@ pub struct ClusterConfig {
     pub object_store: String,
     pub compute: ComputeConfig,
     pub safekeepers: Vec<SafekeeperConfig>,
+    /// Absent in clusters created before the pageserver joined them: those run without
+    /// one (their timeline's base image was never imported).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pageserver: Option<PageserverConfig>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ComputeConfig {
     pub pg_port: u16,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PageserverConfig {
+    pub grpc_port: u16,
+    pub http_port: u16,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -98,6 +109,10 @@ impl ClusterConfig {
                 http_port: ports.pick()?,
             });
         }
+        let pageserver = PageserverConfig {
+            grpc_port: ports.pick()?,
+            http_port: ports.pick()?,
+        };
         Ok(ClusterConfig {
             format_version: CLUSTER_FILE_VERSION,
             tenant_id: TenantId(random_u128()?),
@@ -105,6 +120,7 @@ impl ClusterConfig {
             object_store,
             compute: ComputeConfig { pg_port },
             safekeepers,
+            pageserver: Some(pageserver),
         })
     }
 
@@ -179,6 +195,13 @@ impl ClusterConfig {
             .map(|sk| format!("{LISTEN_HOST}:{}", sk.grpc_port))
             .collect::<Vec<_>>()
             .join(",")
+    }
+
+    /// The pageserver's gRPC address, as `compute_ctl --pageserver` takes it.
+    pub fn pageserver_grpc_addr(&self) -> Option<String> {
+        self.pageserver
+            .as_ref()
+            .map(|ps| format!("{LISTEN_HOST}:{}", ps.grpc_port))
     }
 }
 
@@ -308,6 +331,8 @@ mod tests {
         for sk in &config.safekeepers {
             ports.extend([sk.pg_port, sk.grpc_port, sk.http_port]);
         }
+        let ps = config.pageserver.clone().unwrap();
+        ports.extend([ps.grpc_port, ps.http_port]);
         let count = ports.len();
         ports.sort_unstable();
         ports.dedup();

@@ -9,9 +9,13 @@
 //! - `safekeeper-<id>/`: the safekeeper's data directory (timelines under
 //!   `<tenant>/<timeline>/`, `safekeeper.ports.json` while it runs), with
 //!   `safekeeper.log` and `safekeeper.pid`.
-//! - `compute/`: `pgdata/` (created by `compute_ctl` with initdb), `compute_ctl.log`,
-//!   `postgres.log`,
-//!   `compute_ctl.pid`, and `status.json` (written by `compute_ctl` once it runs).
+//! - `pageserver/`: the pageserver's data directory, with `pageserver.toml` (its
+//!   configuration, rewritten at every start), `pageserver.log`, `pageserver.pid` and
+//!   `pageserver.ports.json` while it runs.
+//! - `compute/`: `pgdata/` (created by `compute_ctl`: with initdb for a new timeline, or
+//!   from the pageserver's basebackup when it is empty), `compute_ctl.log`,
+//!   `postgres.log`, `compute_ctl.pid`, and `status.json` (written by `compute_ctl` once
+//!   it runs).
 //! - `object-store/`: the default object store (empty until the pageserver and WAL
 //!   offload use it).
 //!
@@ -21,9 +25,10 @@
 //! output appended to their log). A pid file says which process is ours; it counts as
 //! running only while `/proc/PID` is that program (not a zombie) with this cluster's
 //! data directory on its command line, so stale pid files and reused pids are harmless.
-//! [`LocalCluster::up`] starts what is not running (safekeepers first, then the compute)
-//! and waits, bounded, for each to be ready; [`LocalCluster::down`] stops the compute
-//! first, then the safekeepers.
+//! [`LocalCluster::up`] starts what is not running (safekeepers first, then the
+//! pageserver, then the compute) and waits, bounded, for each to be ready;
+//! [`LocalCluster::down`] stops the compute first, then the pageserver, then the
+//! safekeepers.
 //!
 //! Not handled: two `strata up` running at once on the same directory.
 //!
@@ -35,6 +40,7 @@ mod compute;
 mod config;
 mod error;
 pub mod limits;
+mod pageserver;
 mod process;
 mod safekeeper;
 mod status;
@@ -47,26 +53,29 @@ pub use compute::{
     COMPUTE_CTL_LOG, COMPUTE_CTL_PROGRAM, COMPUTE_DIR, PGDATA_DIR, POSTGRES_LOG, STATUS_FILE,
 };
 pub use config::{
-    ClusterConfig, ClusterSpec, ComputeConfig, SafekeeperConfig, CLUSTER_FILE, DEFAULT_SAFEKEEPERS,
-    LISTEN_HOST, OBJECT_STORE_DIR,
+    ClusterConfig, ClusterSpec, ComputeConfig, PageserverConfig, SafekeeperConfig, CLUSTER_FILE,
+    DEFAULT_SAFEKEEPERS, LISTEN_HOST, OBJECT_STORE_DIR,
 };
 pub use error::{ClusterError, Result};
+pub use pageserver::{PAGESERVER_DIR, PAGESERVER_LOG, PAGESERVER_PROGRAM};
 pub use process::{last_log_line, send_signal, Signal};
 pub use safekeeper::{SAFEKEEPER_LOG, SAFEKEEPER_PROGRAM};
 pub use status::{ClusterStatus, ComputeStatus, PageserverStatus, SafekeeperStatus};
 
 use compute::ComputeNode;
 use error::io_err;
+use pageserver::PageserverNode;
 use safekeeper::SafekeeperNode;
 
-/// Environment variable naming the directory that holds the `safekeeper` and
-/// `compute_ctl` binaries; by default they are looked for beside the running executable.
+/// Environment variable naming the directory that holds the `safekeeper`,
+/// `pageserver` and `compute_ctl` binaries; by default they are looked for beside the running executable.
 pub const BIN_DIR_ENV: &str = "STRATA_BIN_DIR";
 
 /// The daemon binaries a cluster runs.
 #[derive(Debug, Clone)]
 pub struct Binaries {
     pub safekeeper: PathBuf,
+    pub pageserver: PathBuf,
     pub compute_ctl: PathBuf,
 }
 
@@ -91,7 +100,7 @@ impl Binaries {
         Binaries::in_dirs(&dirs)
     }
 
-    /// Both binaries from the first of `dirs` that holds each.
+    /// Every binary from the first of `dirs` that holds it.
     pub fn in_dirs(dirs: &[PathBuf]) -> Result<Binaries> {
         let find = |name: &'static str| {
             dirs.iter()
@@ -108,6 +117,7 @@ impl Binaries {
         };
         Ok(Binaries {
             safekeeper: find(SAFEKEEPER_PROGRAM)?,
+            pageserver: find(PAGESERVER_PROGRAM)?,
             compute_ctl: find(COMPUTE_CTL_PROGRAM)?,
         })
     }
@@ -131,6 +141,8 @@ impl Action {
 #[derive(Debug, Clone)]
 pub struct UpReport {
     pub safekeepers: Vec<(NodeId, Action)>,
+    /// `None` for a cluster created without a pageserver.
+    pub pageserver: Option<Action>,
     pub compute: Action,
     pub connstr: String,
 }
@@ -139,6 +151,8 @@ pub struct UpReport {
 pub struct DownReport {
     /// The compute_ctl pid stopped, if it was running.
     pub compute: Option<u32>,
+    /// The pageserver pid stopped, if it was running (`None` too for a cluster without).
+    pub pageserver: Option<u32>,
     /// Each safekeeper and the pid stopped, if it was running.
     pub safekeepers: Vec<(NodeId, Option<u32>)>,
 }
@@ -201,6 +215,32 @@ impl LocalCluster {
         ComputeNode::new(&self.dir, &self.config)
     }
 
+    fn pageserver(&self) -> Option<PageserverNode> {
+        self.config
+            .pageserver
+            .as_ref()
+            .map(|ps| PageserverNode::new(&self.dir, ps))
+    }
+
+    /// `DIR/pageserver`.
+    pub fn pageserver_dir(&self) -> PathBuf {
+        self.dir.join(PAGESERVER_DIR)
+    }
+
+    pub fn pageserver_log(&self) -> PathBuf {
+        self.pageserver_dir().join(PAGESERVER_LOG)
+    }
+
+    /// The pageserver's gRPC address, if the cluster has one.
+    pub fn pageserver_grpc_addr(&self) -> Option<String> {
+        self.config.pageserver_grpc_addr()
+    }
+
+    /// The pid of the pageserver if it is running.
+    pub fn pageserver_pid(&self) -> Option<u32> {
+        self.pageserver()?.running_pid()
+    }
+
     /// `DIR/safekeeper-<id>`.
     pub fn safekeeper_dir(&self, id: NodeId) -> PathBuf {
         self.dir.join(format!("safekeeper-{id}"))
@@ -245,6 +285,21 @@ impl LocalCluster {
     /// what is being waited for, one line at a time.
     pub fn up(&self, binaries: &Binaries, progress: &mut dyn FnMut(&str)) -> Result<UpReport> {
         let safekeepers = self.up_safekeepers(binaries, progress)?;
+        let pageserver = match self.pageserver() {
+            None => None,
+            Some(node) => Some(match node.running_pid() {
+                Some(pid) => Action::AlreadyRunning { pid },
+                None => {
+                    progress("starting pageserver");
+                    let mut child = node.spawn(&binaries.pageserver, &self.config)?;
+                    let pid = child.id();
+                    let ready = node.wait_ready(&mut child);
+                    process::reap_in_background(child);
+                    ready?;
+                    Action::Started { pid }
+                }
+            }),
+        };
         let compute = self.compute();
         let found = compute.processes();
         let (action, connstr) = match found.compute_ctl_pid {
@@ -271,6 +326,7 @@ impl LocalCluster {
         };
         Ok(UpReport {
             safekeepers,
+            pageserver,
             compute: action,
             connstr,
         })
@@ -312,10 +368,18 @@ impl LocalCluster {
         Ok(actions)
     }
 
-    /// Stops the compute, then every safekeeper (SIGTERM to all, then a bounded wait for
-    /// each). Stopping what is not running is not an error.
+    /// Stops the compute, then the pageserver, then every safekeeper (SIGTERM to all,
+    /// then a bounded wait for each). Stopping what is not running is not an error.
     pub fn down(&self) -> Result<DownReport> {
         let compute = self.compute().stop()?;
+        let pageserver = match self.pageserver() {
+            Some(node) => {
+                let pid = node.running_pid();
+                node.stop(pid)?;
+                pid
+            }
+            None => None,
+        };
         // Every safekeeper is told at once, so they flush and exit in parallel.
         let nodes: Vec<(SafekeeperNode, Option<u32>)> = self
             .safekeepers()
@@ -336,12 +400,13 @@ impl LocalCluster {
         }
         Ok(DownReport {
             compute,
+            pageserver,
             safekeepers,
         })
     }
 
-    /// The state of every process, and the safekeepers' view of the timeline (asked
-    /// over gRPC, each call bounded).
+    /// The state of every process, and the safekeepers' and the pageserver's view of
+    /// the timeline (asked over gRPC, each call bounded).
     pub fn status(&self) -> Result<ClusterStatus> {
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
@@ -376,7 +441,25 @@ impl LocalCluster {
             object_store: self.config.object_store.clone(),
             compute: self.compute_status(),
             safekeepers,
-            pageserver: None,
+            pageserver: self.pageserver().map(|node| {
+                let pid = node.running_pid();
+                let state = pid.and_then(|_| {
+                    runtime.block_on(pageserver::timeline_state(
+                        node.grpc_addr(),
+                        self.config.tenant_id,
+                        self.config.timeline_id,
+                    ))
+                });
+                PageserverStatus {
+                    pid,
+                    running: pid.is_some(),
+                    grpc_port: node.config.grpc_port,
+                    http_port: node.config.http_port,
+                    last_record_lsn: state.map(|s| s.last_record_lsn),
+                    disk_consistent_lsn: state.map(|s| s.disk_consistent_lsn),
+                    remote_consistent_lsn: state.map(|s| s.remote_consistent_lsn),
+                }
+            }),
         })
     }
 

@@ -9,9 +9,18 @@ use std::time::Duration;
 /// segment: a few segments at most).
 pub const SAFEKEEPER_START_TIMEOUT: Duration = Duration::from_secs(60);
 
-/// How long `compute_ctl start` may take to report `running`: initdb on the first start,
-/// or crash recovery of the local data directory after a kill, plus the election on the
-/// safekeepers and Postgres accepting connections.
+/// How long the pageserver may take from spawn to `/health` answering 200: binding its
+/// listeners and opening its timelines' layer stores.
+pub const PAGESERVER_START_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// How long the pageserver may take to exit after SIGTERM: it stops ingest and flushes
+/// what it ingested.
+pub const PAGESERVER_STOP_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// How long `compute_ctl start` may take to report `running`: initdb and the import
+/// into the pageserver on the first start, crash recovery of the local data directory
+/// after a kill, or waiting for the pageserver and its basebackup for a new data
+/// directory; plus the election on the safekeepers and Postgres accepting connections.
 pub const COMPUTE_START_TIMEOUT: Duration = Duration::from_secs(180);
 
 /// How long `compute_ctl` may take to exit after SIGTERM: it stops Postgres with a fast

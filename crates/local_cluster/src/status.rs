@@ -1,7 +1,7 @@
 //! `strata status --json`: the object of the command-line contract (design brief §8).
 //! Field names are stable: fields may be added, never renamed. `pid` is null when the
 //! process is not running; LSNs are strings as Postgres prints them (`0/16B3740`);
-//! `pageserver` is null until the pageserver exists.
+//! `pageserver` is null only for a cluster created before the pageserver joined.
 
 use postgres_wal::Lsn;
 use serde::{Deserialize, Serialize};
@@ -14,7 +14,7 @@ pub struct ClusterStatus {
     pub object_store: String,
     pub compute: ComputeStatus,
     pub safekeepers: Vec<SafekeeperStatus>,
-    /// Always `None` (JSON null) for now: the pageserver is not part of the cluster yet.
+    /// `None` (JSON null) for a cluster created without a pageserver.
     pub pageserver: Option<PageserverStatus>,
 }
 
@@ -50,7 +50,8 @@ pub struct SafekeeperStatus {
     pub commit_lsn: Option<Lsn>,
 }
 
-/// The contract's pageserver object, for when it exists.
+/// The contract's pageserver object. The LSNs come from its `TimelineStatus` and are
+/// null when it is down or does not have the timeline (yet).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PageserverStatus {
     pub pid: Option<u32>,
@@ -127,7 +128,30 @@ impl ClusterStatus {
             "-",
             or_dash(compute.term.map(|t| t.to_string())),
         );
-        let _ = writeln!(out, "{:<14} {:<8}", "pageserver", "absent (not built yet)");
+        match &self.pageserver {
+            Some(ps) => {
+                let _ = writeln!(
+                    out,
+                    "{:<14} {:<8} {:>8} {:>6} {:>6} {:>6} {:>6} {:>12} {:>12}",
+                    "pageserver",
+                    state(ps.running),
+                    or_dash(ps.pid.map(|p| p.to_string())),
+                    "-",
+                    ps.grpc_port,
+                    ps.http_port,
+                    "-",
+                    or_dash(ps.last_record_lsn.map(|l| l.to_string())),
+                    or_dash(ps.disk_consistent_lsn.map(|l| l.to_string())),
+                );
+                let _ = writeln!(
+                    out,
+                    "  (pageserver columns: last_record_lsn, disk_consistent_lsn)"
+                );
+            }
+            None => {
+                let _ = writeln!(out, "{:<14} {:<8}", "pageserver", "none in this cluster");
+            }
+        }
         let _ = writeln!(out);
         let _ = write!(out, "connect: {}", compute.connstr);
         out
@@ -169,6 +193,22 @@ mod tests {
         assert_eq!(json["safekeepers"][0]["flush_lsn"], "0/16B3740");
         assert!(json["safekeepers"][0]["commit_lsn"].is_null());
         assert!(json["pageserver"].is_null());
+        let mut with = status.clone();
+        with.pageserver = Some(PageserverStatus {
+            pid: Some(7),
+            running: true,
+            grpc_port: 4,
+            http_port: 5,
+            last_record_lsn: Some(Lsn(0x300_0028)),
+            disk_consistent_lsn: Some(Lsn(0x300_0028)),
+            remote_consistent_lsn: Some(Lsn(0)),
+        });
+        let with_json: serde_json::Value = serde_json::to_value(&with).unwrap();
+        assert_eq!(with_json["pageserver"]["last_record_lsn"], "0/3000028");
+        assert_eq!(with_json["pageserver"]["remote_consistent_lsn"], "0/0");
+        let back: ClusterStatus = serde_json::from_value(with_json).unwrap();
+        assert_eq!(back, with);
+        assert!(with.to_table().contains("pageserver"));
         assert!(json["compute"]["pid"].is_null());
         let back: ClusterStatus = serde_json::from_value(json).unwrap();
         assert_eq!(back, status);

@@ -17,7 +17,7 @@ const DEFAULT_DIR: &str = ".strata";
 pub struct DirArg {
     /// The cluster directory.
     #[arg(long, default_value = DEFAULT_DIR)]
-    dir: PathBuf,
+    pub dir: PathBuf,
 }
 
 #[derive(Debug, clap::Args)]
@@ -68,6 +68,9 @@ pub fn up(args: &UpArgs) -> anyhow::Result<()> {
     for (id, action) in &report.safekeepers {
         println!("safekeeper {id}: {}", describe(*action));
     }
+    if let Some(action) = report.pageserver {
+        println!("pageserver: {}", describe(action));
+    }
     println!("compute: {} (compute_ctl)", describe(report.compute));
     println!("{}", report.connstr);
     Ok(())
@@ -88,6 +91,9 @@ pub fn down(args: &DirArg) -> anyhow::Result<()> {
         None => "was not running".to_owned(),
     };
     println!("compute: {}", stopped(report.compute));
+    if cluster.config().pageserver.is_some() {
+        println!("pageserver: {}", stopped(report.pageserver));
+    }
     for (id, pid) in report.safekeepers {
         println!("safekeeper {id}: {}", stopped(pid));
     }

@@ -2,6 +2,7 @@
 
 mod bench_commit;
 mod cluster_cmd;
+mod pageserver_cmd;
 mod wal_dump;
 
 use std::path::PathBuf;
@@ -23,13 +24,20 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Create (the first time) or start a local cluster: safekeepers and a compute.
+    /// Create (the first time) or start a local cluster: safekeepers, a pageserver and a
+    /// compute.
     /// Starts only what is not running; the last line printed is the connection URI.
     Up(cluster_cmd::UpArgs),
-    /// Stop the local cluster (compute first, then safekeepers).
+    /// Stop the local cluster (compute first, then the pageserver, then safekeepers).
     Down(cluster_cmd::DirArg),
-    /// Show the processes of the local cluster and the safekeepers' LSNs.
+    /// Show the processes of the local cluster and the safekeepers' and pageserver's
+    /// LSNs.
     Status(cluster_cmd::StatusArgs),
+    /// Fetch a basebackup from the pageserver and unpack it into a new data directory
+    /// that stock PostgreSQL 15 starts from.
+    Basebackup(pageserver_cmd::BasebackupArgs),
+    /// Write one 8192-byte page, as the pageserver has it at an LSN, to stdout.
+    Getpage(pageserver_cmd::GetpageArgs),
     /// Benchmarks (not tests): figures to compare against stock PostgreSQL.
     Bench {
         #[command(subcommand)]
@@ -78,6 +86,8 @@ fn main() -> ExitCode {
         Command::Up(args) => cluster_cmd::up(&args),
         Command::Down(args) => cluster_cmd::down(&args),
         Command::Status(args) => cluster_cmd::status(&args),
+        Command::Basebackup(args) => pageserver_cmd::basebackup(&args),
+        Command::Getpage(args) => pageserver_cmd::getpage(&args),
         Command::Bench {
             command: BenchCommand::Commit(args),
         } => bench_commit::run(&args),

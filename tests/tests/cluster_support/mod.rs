@@ -32,7 +32,8 @@ pub const PSQL_TIMEOUT: Duration = Duration::from_secs(120);
 pub const PSQL_CONNECT_TIMEOUT_SECS: u32 = 5;
 
 /// The `strata` binary built beside this test (`cargo build --bins` builds it, with
-/// `safekeeper` and `compute_ctl` beside it, where `strata up` looks for them).
+/// `safekeeper`, `pageserver` and `compute_ctl` beside it, where `strata up` looks for
+/// them).
 pub fn strata_bin() -> PathBuf {
     let exe = std::env::current_exe().expect("test executable path");
     let bin = exe.parent().unwrap().parent().unwrap().join("strata");
@@ -176,6 +177,9 @@ impl TestCluster {
             .iter()
             .map(|sk| cluster.safekeeper_log(sk.id))
             .collect();
+        if cluster.config().pageserver.is_some() {
+            logs.push(cluster.pageserver_log());
+        }
         logs.push(cluster.compute_log());
         logs
     }

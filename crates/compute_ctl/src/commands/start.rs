@@ -1,7 +1,10 @@
 //! `compute_ctl start`: run a compute on its data directory.
 //!
-//! 1. A new data directory is bootstrapped ([`crate::pgdata::bootstrap`]) and its
+//! 1. A new data directory is bootstrapped ([`crate::pgdata::bootstrap`]), imported
+//!    into the pageserver (when there is one) as the timeline's base image, and its
 //!    timeline created on the safekeepers; an existing one must belong to the timeline.
+//!    An empty data directory on a timeline that exists is made from a pageserver
+//!    basebackup instead ([`start_from_basebackup`]).
 //! 2. The compute settings are written, the safekeepers' timelines checked (another
 //!    cluster's is refused), and the end of the compute's WAL found.
 //! 3. Election (the proposer in primary mode), then the lineage check
@@ -14,7 +17,7 @@
 //!    the shutdown checkpoint reaches the quorum, exit 0), or PostgreSQL exiting
 //!    (exit 5).
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -22,7 +25,7 @@ use anyhow::{anyhow, Context};
 use consensus::proposer::Mode;
 use consensus::term_history::Term;
 use pg_harness::PgBin;
-use postgres_wal::Lsn;
+use postgres_wal::{Lsn, WalSegmentSize};
 use strata_ids::TenantTimelineId;
 use tokio::signal::unix::{signal, Signal, SignalKind};
 use tokio::task::JoinHandle;
@@ -32,14 +35,19 @@ use super::stream::{self, StreamConfig, StreamEnd};
 use super::{new_proposer_id, CommandError};
 use crate::limits::{
     CREATE_TIMELINE_TIMEOUT, LINEAGE_COMPARE_BYTES, MAX_REPLICATION_RECONNECTS,
-    POSTMASTER_CHECK_INTERVAL, PREFLIGHT_TIMEOUT, RECONNECT_BACKOFF_MAX, RECONNECT_BACKOFF_MIN,
-    SHUTDOWN_FLUSH_TIMEOUT, WAL_BUFFER_BYTES,
+    PAGESERVER_CATCH_UP_TIMEOUT, PAGESERVER_CONNECT_TIMEOUT, POSTMASTER_CHECK_INTERVAL,
+    PREFLIGHT_TIMEOUT, RECONNECT_BACKOFF_MAX, RECONNECT_BACKOFF_MIN, SHUTDOWN_FLUSH_TIMEOUT,
+    WAL_BUFFER_BYTES,
 };
 use crate::lineage;
+use crate::pageserver::Pageserver;
+use crate::pgdata::archive::tar_datadir;
 use crate::pgdata::bootstrap::{bootstrap, give_to_server_user, has_cluster};
 use crate::pgdata::end_of_wal::{find_end_of_wal, read_control, ControlInfo};
 use crate::pgdata::pg_wal::PgWalDir;
-use crate::pgdata::settings::{command_line_options, compute_settings, write_settings};
+use crate::pgdata::settings::{
+    command_line_options, compute_settings, wal_consistency_checking, write_settings, PROPOSER_NAME,
+};
 use crate::pgdata::state::ComputeState;
 use crate::postgres::{version_num, Postgres, StopMode};
 use crate::proposer::wal::{lock, ComputeWal, ProposerWal, SharedWalBuffer, WalBuffer};
@@ -61,6 +69,8 @@ pub struct StartArgs {
     pub status_file: Option<PathBuf>,
     pub election_timeout: Duration,
     pub pg_log: Option<PathBuf>,
+    /// The pageserver's gRPC address: base images go there, basebackups come from there.
+    pub pageserver: Option<String>,
 }
 
 /// The election's outcome, as the lineage check needs it.
@@ -116,14 +126,54 @@ pub async fn start(args: StartArgs) -> Result<(), CommandError> {
     let postgres = Postgres::new(bin, &args.pgdata, &pg_log, args.pg_port);
     let safekeepers =
         Safekeepers::new(args.id, args.safekeepers.clone()).context("parsing --safekeepers")?;
+    let pageserver = args
+        .pageserver
+        .as_deref()
+        .map(Pageserver::new)
+        .transpose()
+        .context("parsing --pageserver")?;
+    let checked = match &pageserver {
+        Some(pageserver) => {
+            let native = pageserver
+                .native_redo_rmgrs_retrying(PAGESERVER_CONNECT_TIMEOUT)
+                .await
+                .context("asking the pageserver for its capabilities")?;
+            let checked = wal_consistency_checking(&native);
+            tracing::info!(?native, wal_consistency_checking = %checked, "pageserver capabilities");
+            Some(checked)
+        }
+        None => None,
+    };
+    let settings = compute_settings(args.pg_port, checked.as_deref());
 
-    let (mut state, control) = open_data_dir(&postgres, args.id).await?;
+    if let Some(pageserver) = &pageserver {
+        if is_empty_dir(&args.pgdata)?
+            && timeline_exists(&safekeepers, args.election_timeout).await?
+        {
+            let from = FromBasebackup {
+                args,
+                postgres,
+                safekeepers,
+                pageserver: pageserver.clone(),
+                settings,
+            };
+            return start_from_basebackup(from, signals).await;
+        }
+    }
+
+    let (mut state, control) = open_data_dir(&postgres, args.id, &settings).await?;
     let params = TimelineParams {
         system_id: control.system_id,
         pg_version,
         wal_segment_size: control.segment_size.bytes() as u32,
         timeline_start_lsn: state.timeline_start_lsn,
     };
+    if let (Some(pageserver), false) = (&pageserver, state.timeline_created) {
+        // Before the safekeepers get the timeline: a timeline must never exist there
+        // without its base image on the pageserver, or no compute could ever start
+        // from a basebackup of it (docs/compute.md).
+        import_base_image(pageserver, &postgres, args.id, &pg_log).await?;
+    }
     ensure_timeline(&safekeepers, &params, &mut state, &postgres).await?;
     let pg_wal = PgWalDir::new(&args.pgdata, control.segment_size, control.system_id);
     let end_of_wal = {
@@ -162,14 +212,7 @@ pub async fn start(args: StartArgs) -> Result<(), CommandError> {
     save_state(&postgres, &state)?;
     *lock(&buffer) = WalBuffer::new(elected.start_lsn, WAL_BUFFER_BYTES);
 
-    let options = command_line_options(&compute_settings(args.pg_port));
-    {
-        let postgres = postgres.clone();
-        blocking(move || Ok(postgres.start(&options)?))
-            .await
-            .context("starting PostgreSQL")?;
-    }
-    tracing::info!(port = args.pg_port, "PostgreSQL accepts connections");
+    start_postgres(&postgres, &settings).await?;
     let compute = Compute {
         stream_config: StreamConfig {
             addr: std::net::SocketAddr::from(([127, 0, 0, 1], args.pg_port)),
@@ -183,6 +226,263 @@ pub async fn start(args: StartArgs) -> Result<(), CommandError> {
         status_file: args.status_file,
     };
     compute.run(signals).await
+}
+
+async fn start_postgres(
+    postgres: &Postgres,
+    settings: &[(&'static str, String)],
+) -> Result<(), CommandError> {
+    let options = command_line_options(settings);
+    let pg = postgres.clone();
+    blocking(move || Ok(pg.start(&options)?))
+        .await
+        .context("starting PostgreSQL")?;
+    tracing::info!(port = postgres.port(), "PostgreSQL accepts connections");
+    Ok(())
+}
+
+/// Whether `pgdata` is absent or an empty directory.
+fn is_empty_dir(pgdata: &Path) -> anyhow::Result<bool> {
+    match std::fs::read_dir(pgdata) {
+        Ok(mut entries) => Ok(entries.next().is_none()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(true),
+        Err(e) => Err(anyhow!("reading {}: {e}", pgdata.display())),
+    }
+}
+
+/// Whether the safekeepers hold the timeline: yes when one that answers has it, no
+/// when a quorum says it does not exist and none has it. Retried until one of the two
+/// is certain, within `timeout`.
+async fn timeline_exists(safekeepers: &Safekeepers, timeout: Duration) -> anyhow::Result<bool> {
+    let quorum = safekeepers.len() / 2 + 1;
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        let found = preflight(safekeepers, PREFLIGHT_TIMEOUT).await;
+        if !found.answered.is_empty() {
+            return Ok(true);
+        }
+        if found.not_found.len() >= quorum {
+            return Ok(false);
+        }
+        if tokio::time::Instant::now() + RECONNECT_BACKOFF_MAX > deadline {
+            let why: Vec<String> = found
+                .unreachable
+                .iter()
+                .map(|(i, e)| format!("{}: {e}", safekeepers.addr(*i)))
+                .collect();
+            return Err(anyhow!(
+                "cannot tell whether timeline {} exists: fewer than a quorum of safekeepers \
+                 answered within {timeout:?} ({})",
+                safekeepers.id(),
+                why.join("; ")
+            ));
+        }
+        tokio::time::sleep(RECONNECT_BACKOFF_MAX).await;
+    }
+}
+
+/// Send the freshly bootstrapped data directory to the pageserver as the timeline's
+/// base image (idempotent: the same data directory again returns the timeline).
+async fn import_base_image(
+    pageserver: &Pageserver,
+    postgres: &Postgres,
+    id: TenantTimelineId,
+    pg_log: &Path,
+) -> Result<(), CommandError> {
+    let pgdata = postgres.pgdata().to_owned();
+    let skip: Vec<PathBuf> = pg_log
+        .strip_prefix(&pgdata)
+        .ok()
+        .map(Path::to_path_buf)
+        .into_iter()
+        .collect();
+    let tar = blocking(move || Ok(tar_datadir(&pgdata, &skip)?))
+        .await
+        .context("archiving the new data directory")?;
+    tracing::info!(
+        bytes = tar.len(),
+        pageserver = pageserver.addr(),
+        "importing the base image into the pageserver"
+    );
+    let info = pageserver
+        .import_timeline(id, tar)
+        .await
+        .context("importing the timeline's base image")?;
+    tracing::info!(start_lsn = %Lsn(info.start_lsn), "the pageserver holds the timeline's base image");
+    Ok(())
+}
+
+/// What [`start_from_basebackup`] needs.
+struct FromBasebackup {
+    args: StartArgs,
+    postgres: Postgres,
+    safekeepers: Safekeepers,
+    pageserver: Pageserver,
+    settings: Vec<(&'static str, String)>,
+}
+
+/// A new compute for an existing timeline, on an empty data directory: election (the
+/// quorum is brought to the start LSN S in our term), the pageserver's basebackup at S,
+/// PostgreSQL started on it, its WAL streamed from S. The data directory is made in a
+/// staging directory beside it and renamed into place whole, with its state file
+/// (our term won, `base_lsn` = S) already inside: a crash leaves no half data directory.
+async fn start_from_basebackup(
+    from: FromBasebackup,
+    mut signals: Signals,
+) -> Result<(), CommandError> {
+    let FromBasebackup {
+        args,
+        postgres,
+        safekeepers,
+        pageserver,
+        settings,
+    } = from;
+    let deadline = std::time::Instant::now() + args.election_timeout;
+    let params = super::sync::discover_params(&safekeepers, deadline).await?;
+    let segment_size = WalSegmentSize::new(u64::from(params.wal_segment_size))
+        .map_err(|e| anyhow!("the safekeepers' WAL segment size: {e}"))?;
+    tracing::info!(
+        system_id = params.system_id,
+        "starting a new compute from the pageserver"
+    );
+    let pg_wal = PgWalDir::new(&args.pgdata, segment_size, params.system_id);
+    let buffer: SharedWalBuffer =
+        Arc::new(Mutex::new(WalBuffer::new(Lsn::INVALID, WAL_BUFFER_BYTES)));
+    let wal = ComputeWal {
+        buffer: buffer.clone(),
+        pg_wal,
+    };
+    let elect = elect(
+        &safekeepers,
+        &params,
+        wal,
+        args.election_timeout,
+        &mut signals,
+    );
+    let Some((mut driver, elected)) = elect.await? else {
+        tracing::info!("stopped before PostgreSQL was started");
+        return Ok(());
+    };
+    let start = elected.start_lsn;
+    // The pageserver ingests only what the safekeepers' commit LSN covers; after the
+    // election's sync the commit LSN is S.
+    tracing::info!(%start, "waiting for the pageserver to ingest the timeline up to the start LSN");
+    tokio::select! {
+        caught_up = pageserver.wait_for_lsn(args.id, start, PAGESERVER_CATCH_UP_TIMEOUT) => {
+            caught_up.context("waiting for the pageserver")?;
+        }
+        report = driver.reports.recv() => {
+            return Err(match report {
+                Some(Report::Lost { term }) => CommandError::Fenced { term },
+                Some(Report::Failed(error)) => anyhow!("{error}").into(),
+                _ => anyhow!("the proposer stopped while waiting for the pageserver").into(),
+            });
+        }
+        () = signals.recv() => {
+            tracing::info!("stopped before PostgreSQL was started");
+            return Ok(());
+        }
+    }
+    let state = ComputeState {
+        id: args.id,
+        system_id: params.system_id,
+        timeline_start_lsn: params.timeline_start_lsn,
+        timeline_created: true,
+        won_terms: vec![elected.term],
+        fenced_by: None,
+        pending_safekeepers: Vec::new(),
+        base_lsn: Some(start),
+    };
+    make_data_dir_from_basebackup(&postgres, &pageserver, &state, start, &settings).await?;
+    *lock(&buffer) = WalBuffer::new(start, WAL_BUFFER_BYTES);
+
+    start_postgres(&postgres, &settings).await?;
+    // Slots are not part of a basebackup; the stream below needs ours.
+    let pg = postgres.clone();
+    blocking(move || {
+        Ok(pg.psql(&format!(
+            "SELECT pg_create_physical_replication_slot('{PROPOSER_NAME}', true)"
+        ))?)
+    })
+    .await
+    .context("creating the replication slot")?;
+    let compute = Compute {
+        stream_config: StreamConfig {
+            addr: std::net::SocketAddr::from(([127, 0, 0, 1], args.pg_port)),
+            system_id: params.system_id,
+        },
+        postgres,
+        driver,
+        buffer,
+        state,
+        term: elected.term,
+        status_file: args.status_file,
+    };
+    compute.run(signals).await
+}
+
+/// The basebackup at `lsn` unpacked into a staging directory beside the data
+/// directory, with `state` and the compute settings written, then renamed into place.
+async fn make_data_dir_from_basebackup(
+    postgres: &Postgres,
+    pageserver: &Pageserver,
+    state: &ComputeState,
+    lsn: Lsn,
+    settings: &[(&'static str, String)],
+) -> Result<(), CommandError> {
+    let pgdata = postgres.pgdata().to_owned();
+    let parent = pgdata
+        .parent()
+        .ok_or_else(|| anyhow!("{} has no parent directory", pgdata.display()))?
+        .to_owned();
+    let mut staging_name = pgdata.file_name().unwrap_or_default().to_owned();
+    staging_name.push(".basebackup");
+    let staging = parent.join(staging_name);
+    // A staging directory is never started from: one left by a crash is discarded.
+    match std::fs::remove_dir_all(&staging) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(anyhow!("removing {}: {e}", staging.display()).into()),
+    }
+    std::fs::create_dir_all(&parent).with_context(|| format!("creating {}", parent.display()))?;
+    {
+        use std::os::unix::fs::DirBuilderExt;
+        std::fs::DirBuilder::new()
+            .mode(0o700)
+            .create(&staging)
+            .with_context(|| format!("creating {}", staging.display()))?;
+    }
+    give_to_server_user(postgres.bin(), std::slice::from_ref(&staging))
+        .map_err(anyhow::Error::from)?;
+    let owner = postgres.bin().server_user().map(|u| (u.uid, u.gid));
+    let unpacked = pageserver
+        .basebackup_into(state.id, lsn, false, &staging, owner)
+        .await
+        .context("fetching the basebackup")?;
+    if unpacked.lsn != lsn {
+        return Err(anyhow!(
+            "the pageserver's basebackup is at {}, not at the start LSN {lsn}",
+            unpacked.lsn
+        )
+        .into());
+    }
+    tracing::info!(%lsn, files = unpacked.files, bytes = unpacked.bytes, "basebackup unpacked");
+    state.save(&staging).map_err(anyhow::Error::from)?;
+    let mut written = write_settings(&staging, settings).map_err(anyhow::Error::from)?;
+    written.push(ComputeState::path(&staging));
+    give_to_server_user(postgres.bin(), &written).map_err(anyhow::Error::from)?;
+    // An empty data directory (checked by the caller) is replaced by the rename.
+    match std::fs::remove_dir(&pgdata) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(anyhow!("removing the empty {}: {e}", pgdata.display()).into()),
+    }
+    std::fs::rename(&staging, &pgdata)
+        .with_context(|| format!("renaming {} to {}", staging.display(), pgdata.display()))?;
+    std::fs::File::open(&parent)
+        .and_then(|dir| dir.sync_all())
+        .with_context(|| format!("syncing {}", parent.display()))?;
+    Ok(())
 }
 
 /// Start the proposer in primary mode and wait for its election; `None` when a
@@ -228,6 +528,7 @@ fn save_state(postgres: &Postgres, state: &ComputeState) -> anyhow::Result<()> {
 async fn open_data_dir(
     postgres: &Postgres,
     id: TenantTimelineId,
+    settings: &[(&'static str, String)],
 ) -> Result<(ComputeState, ControlInfo), CommandError> {
     let pgdata = postgres.pgdata().to_owned();
     let state = match ComputeState::load(&pgdata).map_err(anyhow::Error::from)? {
@@ -258,7 +559,7 @@ async fn open_data_dir(
         )
         .into());
     }
-    let written = write_settings(&pgdata, postgres.port()).map_err(anyhow::Error::from)?;
+    let written = write_settings(&pgdata, settings).map_err(anyhow::Error::from)?;
     give_to_server_user(postgres.bin(), &written).map_err(anyhow::Error::from)?;
     let control = read_control(&pgdata).map_err(anyhow::Error::from)?;
     if control.system_id != state.system_id {
@@ -469,11 +770,15 @@ async fn check_lineage(
         elected.start_lsn,
         end_of_wal,
         elected.donor_last_term,
+        state.base_lsn,
         |t| state.won(t),
     )
     .map_err(CommandError::Lineage)?;
     let start = elected.start_lsn;
-    let from = Lsn(start.0.saturating_sub(LINEAGE_COMPARE_BYTES)).max(state.timeline_start_lsn);
+    // WAL below a basebackup's LSN is not the timeline's bytes (see ComputeState).
+    let from = Lsn(start.0.saturating_sub(LINEAGE_COMPARE_BYTES))
+        .max(state.timeline_start_lsn)
+        .max(state.base_lsn.unwrap_or(Lsn::INVALID));
     if from >= start {
         return Ok(());
     }

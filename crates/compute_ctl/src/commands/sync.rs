@@ -74,7 +74,7 @@ pub async fn sync_safekeepers(args: SyncArgs) -> Result<Lsn, CommandError> {
 
 /// The timeline's parameters as the safekeepers report them, retried until one
 /// answers or the deadline passes.
-async fn discover_params(
+pub(crate) async fn discover_params(
     safekeepers: &Safekeepers,
     deadline: Instant,
 ) -> Result<TimelineParams, CommandError> {

@@ -79,11 +79,13 @@ pub fn bootstrap(
         .args(["--data-checksums", "-U", SUPERUSER, "-A", "trust"])
         .args(["--encoding=UTF8", "--locale=C"]);
     run("initdb", initdb, INITDB_TIMEOUT)?;
-    give_to_server_user(postgres.bin(), &write_settings(pgdata, postgres.port())?)?;
+    // The bootstrap's WAL precedes the timeline's base image, so nobody replays it:
+    // no consistency checking here.
+    let mut settings = compute_settings(postgres.port(), None);
+    give_to_server_user(postgres.bin(), &write_settings(pgdata, &settings)?)?;
 
     // No standby exists yet: the bootstrap's own commits must not wait for one. The
     // command line outranks the settings file written above.
-    let mut settings = compute_settings(postgres.port());
     for (name, value) in &mut settings {
         if *name == "synchronous_standby_names" {
             value.clear();
@@ -114,6 +116,7 @@ pub fn bootstrap(
         won_terms: vec![Term(0)],
         fenced_by: None,
         pending_safekeepers: Vec::new(),
+        base_lsn: None,
     };
     state.save(pgdata)?;
     give_to_server_user(postgres.bin(), &[ComputeState::path(pgdata)])?;

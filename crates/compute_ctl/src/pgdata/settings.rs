@@ -38,9 +38,31 @@ pub struct SettingsError {
     pub source: std::io::Error,
 }
 
-/// The compute's settings, in order, for port `port`.
-pub fn compute_settings(port: u16) -> Vec<(&'static str, String)> {
-    vec![
+/// Every resource manager PostgreSQL 15's `wal_consistency_checking` accepts (those
+/// with a page mask: `rmgrlist.h`), by the names that setting takes.
+pub const CHECKABLE_RMGRS: &[&str] = &[
+    "heap", "heap2", "btree", "hash", "gin", "gist", "sequence", "spgist", "brin", "generic",
+];
+
+/// The `wal_consistency_checking` value for a pageserver that redoes `native` itself:
+/// every other resource manager's records then carry the page as it is after them
+/// (`docs/compute.md`).
+pub fn wal_consistency_checking(native: &[String]) -> String {
+    CHECKABLE_RMGRS
+        .iter()
+        .filter(|name| !native.iter().any(|n| n.eq_ignore_ascii_case(name)))
+        .copied()
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+/// The compute's settings, in order, for port `port`; `wal_consistency_checking` is set
+/// when the compute has a pageserver (see [`wal_consistency_checking`]).
+pub fn compute_settings(
+    port: u16,
+    wal_consistency_checking: Option<&str>,
+) -> Vec<(&'static str, String)> {
+    let mut settings = vec![
         ("listen_addresses", LISTEN_HOST.to_owned()),
         ("port", port.to_string()),
         // Clients and compute_ctl connect over TCP to 127.0.0.1; no socket file in a
@@ -62,7 +84,11 @@ pub fn compute_settings(port: u16) -> Vec<(&'static str, String)> {
         // compute_ctl sends status updates every second; a walsender that hears
         // nothing for this long was left by a dead agent.
         ("wal_sender_timeout", "60s".to_owned()),
-    ]
+    ];
+    if let Some(checked) = wal_consistency_checking {
+        settings.push(("wal_consistency_checking", checked.to_owned()));
+    }
+    settings
 }
 
 /// `-c name=value` options for `pg_ctl -o`, overriding any configuration file.
@@ -83,17 +109,20 @@ fn conf_quote(value: &str) -> String {
     format!("'{}'", value.replace('\'', "''"))
 }
 
-/// Write `strata_compute.conf`, include it from `postgresql.conf` (once), and put the
-/// replication lines for `strata_proposer` at the top of `pg_hba.conf` (once). Returns
-/// the files written, which the caller gives to the server user.
-pub fn write_settings(pgdata: &Path, port: u16) -> Result<Vec<PathBuf>, SettingsError> {
+/// Write `settings` to `strata_compute.conf`, include it from `postgresql.conf` (once),
+/// and put the replication lines for `strata_proposer` at the top of `pg_hba.conf`
+/// (once). Returns the files written, which the caller gives to the server user.
+pub fn write_settings(
+    pgdata: &Path,
+    settings: &[(&str, String)],
+) -> Result<Vec<PathBuf>, SettingsError> {
     let mut text = String::from(
         "# Written by compute_ctl at every start; edits are lost. See docs/compute.md.\n\
          # The same settings are also passed on the postmaster's command line, which\n\
          # outranks postgresql.auto.conf (ALTER SYSTEM).\n",
     );
-    for (name, value) in compute_settings(port) {
-        let _ = writeln!(text, "{name} = {}", conf_quote(&value));
+    for (name, value) in settings {
+        let _ = writeln!(text, "{name} = {}", conf_quote(value));
     }
     let settings = pgdata.join(SETTINGS_FILE);
     write_file(&settings, text.as_bytes())?;
@@ -154,7 +183,7 @@ mod tests {
         std::fs::write(dir.path().join("postgresql.conf"), "shared_buffers = 128MB").unwrap();
         std::fs::write(dir.path().join("pg_hba.conf"), "local all all trust\n").unwrap();
         for port in [5432, 6543] {
-            write_settings(dir.path(), port).unwrap();
+            write_settings(dir.path(), &compute_settings(port, Some("heap,btree"))).unwrap();
         }
         let conf = std::fs::read_to_string(dir.path().join("postgresql.conf")).unwrap();
         assert_eq!(
@@ -169,6 +198,26 @@ mod tests {
         let settings = std::fs::read_to_string(dir.path().join(SETTINGS_FILE)).unwrap();
         assert!(settings.contains("port = '6543'"), "{settings}");
         assert!(settings.contains("synchronous_standby_names = 'strata_proposer'"));
+        assert!(settings.contains("wal_consistency_checking = 'heap,btree'"));
+        let without = compute_settings(5432, None);
+        assert!(without
+            .iter()
+            .all(|(n, _)| *n != "wal_consistency_checking"));
+    }
+
+    #[test]
+    fn natively_redone_rmgrs_are_not_checked() {
+        assert_eq!(
+            wal_consistency_checking(&[]),
+            "heap,heap2,btree,hash,gin,gist,sequence,spgist,brin,generic"
+        );
+        let native = ["heap".to_owned(), "BTREE".to_owned(), "unknown".to_owned()];
+        assert_eq!(
+            wal_consistency_checking(&native),
+            "heap2,hash,gin,gist,sequence,spgist,brin,generic"
+        );
+        let all: Vec<String> = CHECKABLE_RMGRS.iter().map(|s| s.to_string()).collect();
+        assert_eq!(wal_consistency_checking(&all), "");
     }
 
     #[test]

@@ -68,6 +68,12 @@ pub struct ComputeState {
     /// timeline from `compute_ctl`: an empty acceptor joining a timeline that has
     /// committed WAL could form a quorum that lacks it.
     pub pending_safekeepers: Vec<String>,
+    /// Set when this data directory was made from a pageserver basebackup: the LSN of
+    /// that backup. Its WAL below this LSN is not the timeline's (the backup's WAL
+    /// segment holds only the shutdown checkpoint it placed there), so the lineage
+    /// check compares bytes only from here, and a quorum still ending exactly here
+    /// lets it continue whatever it wrote after.
+    pub base_lsn: Option<Lsn>,
 }
 
 /// The file as serialised: LSNs in PostgreSQL's `X/Y` form so that an operator can read
@@ -85,6 +91,8 @@ struct StateFile {
     fenced_by: Option<u64>,
     #[serde(default)]
     pending_safekeepers: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    base_lsn: Option<String>,
 }
 
 impl ComputeState {
@@ -131,6 +139,10 @@ impl ComputeState {
             .timeline_start_lsn
             .parse()
             .map_err(|e| invalid(format!("{e}")))?;
+        let base_lsn = file
+            .base_lsn
+            .map(|text| text.parse().map_err(|e| invalid(format!("{e}"))))
+            .transpose()?;
         if file.won_terms.len() > MAX_WON_TERMS || !file.won_terms.is_sorted() {
             return Err(invalid(
                 "won_terms is not an ascending list within the limit".into(),
@@ -144,6 +156,7 @@ impl ComputeState {
             won_terms: file.won_terms.into_iter().map(Term).collect(),
             fenced_by: file.fenced_by.map(Term),
             pending_safekeepers: file.pending_safekeepers,
+            base_lsn,
         }))
     }
 
@@ -159,6 +172,7 @@ impl ComputeState {
             won_terms: self.won_terms.iter().map(|t| t.0).collect(),
             fenced_by: self.fenced_by.map(|t| t.0),
             pending_safekeepers: self.pending_safekeepers.clone(),
+            base_lsn: self.base_lsn.map(|lsn| lsn.to_string()),
         };
         let mut text = serde_json::to_string_pretty(&file).unwrap_or_default();
         text.push('\n');
@@ -211,6 +225,7 @@ mod tests {
             won_terms: vec![Term(0), Term(2)],
             fenced_by: Some(Term(3)),
             pending_safekeepers: vec!["127.0.0.1:7676".to_owned()],
+            base_lsn: Some(Lsn(0x300_0028)),
         }
     }
 

@@ -1,0 +1,614 @@
+//! [`LayerStore`]: the open layer, the layer map, freezing and reads.
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock};
+
+use rocksdb::{WriteBatch, WriteOptions, DB};
+use tracing::{info, warn};
+
+use crate::durable::{self, io_err, TEMP_SUFFIX};
+use crate::format::{LayerReader, LayerWriter, WrittenLayer};
+use crate::limits::{DELETE_BATCH_ENTRIES, KEY_LEN, MAX_META_BYTES, MAX_VALUE_BYTES};
+use crate::name::{parse_layer_file_name, NameParts};
+use crate::open_layer::{self, META_KEY};
+use crate::{manifest, Entry, LayerInfo, LayerKind, StoreConfig, StoreError, Version};
+
+const OPEN_LAYER_DIR: &str = "open_layer";
+const LAYERS_DIR: &str = "layers";
+
+/// Where a test makes a freeze (or an image layer write) stop as if the process died.
+#[cfg(test)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum FailPoint {
+    /// The layer is complete and fsync'd under its temporary name.
+    LayerTempWritten,
+    /// The layer has its final name but is not in the manifest.
+    LayerRenamed,
+    /// The manifest lists the layer; the open layer still holds its entries.
+    ManifestWritten,
+}
+
+/// One timeline's versions. All methods take `&self`: reads run concurrently with
+/// `put_batch`, `freeze` and `write_image_layer`; the latter two are serialized among
+/// themselves.
+pub struct LayerStore {
+    dir: PathBuf,
+    layers_dir: PathBuf,
+    config: StoreConfig,
+    db: DB,
+    /// Copy-on-write: readers clone the `Arc` and walk a stable list.
+    map: RwLock<Arc<Vec<Arc<Layer>>>>,
+    /// Held by whoever writes layer files and the manifest.
+    writer: Mutex<()>,
+    open_bytes: AtomicU64,
+    #[cfg(test)]
+    pub(crate) fail_at: Mutex<Option<FailPoint>>,
+}
+
+impl std::fmt::Debug for LayerStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LayerStore")
+            .field("dir", &self.dir)
+            .field("layers", &self.layer_count())
+            .field("open_layer_bytes", &self.open_layer_bytes())
+            .finish()
+    }
+}
+
+/// A layer file in the map; its index is read on first use and then kept in memory.
+#[derive(Debug)]
+struct Layer {
+    info: LayerInfo,
+    path: PathBuf,
+    reader: Mutex<Option<Arc<LayerReader>>>,
+}
+
+impl Layer {
+    fn new(info: LayerInfo, path: PathBuf) -> Layer {
+        Layer {
+            info,
+            path,
+            reader: Mutex::new(None),
+        }
+    }
+
+    fn reader(&self) -> Result<Arc<LayerReader>, StoreError> {
+        let mut slot = lock(&self.reader);
+        if let Some(reader) = slot.as_ref() {
+            return Ok(reader.clone());
+        }
+        let reader = LayerReader::load(&self.path, &self.info.name)?;
+        let f = reader.footer();
+        let size = f.index_offset + f.index_len + crate::format::FOOTER_LEN as u64;
+        if f.parts != parts_of(&self.info) || size != self.info.size_bytes {
+            return Err(crate::format::corrupt(
+                &self.info.name,
+                "footer disagrees with the file name or the manifest's size",
+            ));
+        }
+        let reader = Arc::new(reader);
+        *slot = Some(reader.clone());
+        Ok(reader)
+    }
+
+    fn covers(&self, key: &[u8; KEY_LEN], since: u64, at: u64) -> bool {
+        let i = &self.info;
+        i.key_start <= *key && *key <= i.key_end && i.lsn_start <= at && since <= i.lsn_end
+    }
+}
+
+fn parts_of(i: &LayerInfo) -> NameParts {
+    NameParts {
+        kind: i.kind,
+        key_start: i.key_start,
+        key_end: i.key_end,
+        lsn_start: i.lsn_start,
+        lsn_end: i.lsn_end,
+    }
+}
+
+fn info_of(name: &str, parts: NameParts, size_bytes: u64) -> LayerInfo {
+    LayerInfo {
+        name: name.to_string(),
+        kind: parts.kind,
+        key_start: parts.key_start,
+        key_end: parts.key_end,
+        lsn_start: parts.lsn_start,
+        lsn_end: parts.lsn_end,
+        size_bytes,
+    }
+}
+
+/// Newest first: by highest LSN, an image before a delta ending at the same LSN (it
+/// usually ends the walk), then by lowest LSN.
+fn sort_layers(layers: &mut [Arc<Layer>]) {
+    layers.sort_by(|a, b| {
+        let key = |l: &Layer| {
+            let image_first = l.info.kind == LayerKind::Image;
+            (l.info.lsn_end, image_first, l.info.lsn_start)
+        };
+        key(b)
+            .cmp(&key(a))
+            .then_with(|| a.info.name.cmp(&b.info.name))
+    });
+}
+
+/// Our critical sections leave no half-updated state, so a poisoned lock is still usable.
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// Versions gathered from the open layer and the layers, deduplicated by LSN.
+#[derive(Default)]
+struct Collected {
+    by_lsn: BTreeMap<u64, Version>,
+    newest_image: Option<u64>,
+}
+
+impl Collected {
+    /// The same (key, LSN) may come from two places (an entry whose freeze was
+    /// interrupted, an image layer at a delta's LSN); both describe the same state, and
+    /// the image is kept because it ends reconstruction.
+    fn add(&mut self, v: Version) {
+        if v.will_init {
+            self.newest_image = self.newest_image.max(Some(v.lsn));
+        }
+        match self.by_lsn.get(&v.lsn) {
+            Some(old) if old.will_init || !v.will_init => {}
+            _ => {
+                self.by_lsn.insert(v.lsn, v);
+            }
+        }
+    }
+
+    fn has(&self, lsn: u64, will_init: bool) -> bool {
+        self.by_lsn
+            .get(&lsn)
+            .is_some_and(|old| old.will_init || !will_init)
+    }
+
+    fn newest_first(self) -> Vec<Version> {
+        let mut out = Vec::new();
+        for (_, v) in self.by_lsn.into_iter().rev() {
+            let stop = v.will_init;
+            out.push(v);
+            if stop {
+                break;
+            }
+        }
+        out
+    }
+}
+
+impl LayerStore {
+    /// Opens (creating if needed) the store in `dir`, and finishes whatever a crash
+    /// interrupted: temporary files are removed, layer files the manifest does not list
+    /// are removed, and open-layer entries that a listed layer already holds are dropped.
+    #[tracing::instrument(skip_all, fields(dir = %dir.display()))]
+    pub fn open(dir: &Path, config: StoreConfig) -> Result<LayerStore, StoreError> {
+        let layers_dir = dir.join(LAYERS_DIR);
+        fs::create_dir_all(&layers_dir)
+            .map_err(io_err(format!("create {}", layers_dir.display())))?;
+        // Make the directories themselves durable before files are renamed into them.
+        durable::fsync_dir(dir)?;
+        remove_temp_files(dir)?;
+        let listed = manifest::load(dir)?;
+        let layers = reconcile_layer_files(&layers_dir, &listed)?;
+        let mut options = rocksdb::Options::default();
+        options.create_if_missing(true);
+        let db = DB::open(&options, dir.join(OPEN_LAYER_DIR))?;
+        let store = LayerStore {
+            dir: dir.to_path_buf(),
+            layers_dir,
+            config,
+            db,
+            map: RwLock::new(Arc::new(layers)),
+            writer: Mutex::new(()),
+            open_bytes: AtomicU64::new(0),
+            #[cfg(test)]
+            fail_at: Mutex::new(None),
+        };
+        let (kept, dropped) = store.drop_held_entries()?;
+        store.open_bytes.store(kept, Ordering::Relaxed);
+        info!(
+            layers = store.layer_count(),
+            open_layer_bytes = kept,
+            dropped_entries = dropped,
+            "layer store opened"
+        );
+        Ok(store)
+    }
+
+    /// Stores `entries` and `meta` in one RocksDB write batch. Replacing a (key, LSN)
+    /// with a different value is not supported: one value per (key, LSN).
+    pub fn put_batch(&self, entries: &[Entry], meta: &[u8]) -> Result<(), StoreError> {
+        if meta.len() > MAX_META_BYTES {
+            return Err(StoreError::Invalid(format!(
+                "meta of {} bytes exceeds {MAX_META_BYTES}",
+                meta.len()
+            )));
+        }
+        let mut batch = WriteBatch::default();
+        let mut added = 0u64;
+        for e in entries {
+            if e.value.len() > MAX_VALUE_BYTES {
+                return Err(StoreError::Invalid(format!(
+                    "value of {} bytes exceeds {MAX_VALUE_BYTES}",
+                    e.value.len()
+                )));
+            }
+            batch.put(
+                open_layer::encode_key(&e.key, e.lsn),
+                open_layer::encode_value(e.will_init, &e.value),
+            );
+            added += open_layer::entry_bytes(e.value.len());
+        }
+        batch.put(META_KEY, meta);
+        let mut options = WriteOptions::default();
+        // sync = true makes RocksDB fsync its WAL before the write returns: this is the
+        // fsync behind the caller's acknowledgement (disk_consistent_lsn), and the one
+        // batch makes entries and meta atomic.
+        options.set_sync(true);
+        self.db.write_opt(batch, &options)?;
+        self.open_bytes.fetch_add(added, Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// The `meta` blob of the last `put_batch`, if any.
+    pub fn meta(&self) -> Result<Option<Vec<u8>>, StoreError> {
+        Ok(self.db.get(META_KEY)?)
+    }
+
+    /// Versions of `key` with `since <= lsn <= at`, newest first, ending with (and
+    /// including) the first `will_init` version; empty if there is none.
+    pub fn versions(
+        &self,
+        key: &[u8; KEY_LEN],
+        since: u64,
+        at: u64,
+    ) -> Result<Vec<Version>, StoreError> {
+        let mut found = Collected::default();
+        if since > at {
+            return Ok(Vec::new());
+        }
+        // The open layer is read before the layer map is looked at: a freeze adds its
+        // layer to the map before deleting the entries, so whatever this read misses
+        // because a freeze deleted it is in the map snapshot taken afterwards.
+        self.open_layer_versions(key, since, at, &mut found)?;
+        let layers = self.map_snapshot();
+        for layer in layers.iter().filter(|l| l.covers(key, since, at)) {
+            if found
+                .newest_image
+                .is_some_and(|cut| layer.info.lsn_end < cut)
+            {
+                // Layers are sorted by highest LSN: none of the rest holds anything newer
+                // than the image already found.
+                break;
+            }
+            let reader = layer.reader()?;
+            let floor = since.max(found.newest_image.unwrap_or(0));
+            for e in reader.range(key, floor, at).iter().rev() {
+                if found.has(e.lsn, e.will_init) {
+                    continue;
+                }
+                found.add(reader.read(e)?);
+                if e.will_init {
+                    break;
+                }
+            }
+        }
+        Ok(found.newest_first())
+    }
+
+    fn open_layer_versions(
+        &self,
+        key: &[u8; KEY_LEN],
+        since: u64,
+        at: u64,
+        found: &mut Collected,
+    ) -> Result<(), StoreError> {
+        // A RocksDB iterator reads one implicit snapshot, so a concurrent freeze's deletes
+        // are seen all or not at all.
+        let mut it = self.db.raw_iterator();
+        it.seek_for_prev(open_layer::encode_key(key, at));
+        while let Some((k, lsn)) = it.key().and_then(open_layer::decode_key) {
+            if k != *key || lsn < since {
+                break;
+            }
+            let v = open_layer::decode_value(lsn, it.value().unwrap_or_default())?;
+            let will_init = v.will_init;
+            found.add(v);
+            if will_init {
+                break;
+            }
+            it.prev();
+        }
+        it.status()?;
+        Ok(())
+    }
+
+    /// Writes the open layer out as a delta layer when it holds at least
+    /// `freeze_bytes` (or when `force`), durably, lists it, then deletes its entries
+    /// from RocksDB. The caller guarantees that every entry in the open layer is at or
+    /// below its last committed LSN. `None` when nothing was written.
+    #[tracing::instrument(skip_all, fields(dir = %self.dir.display(), force))]
+    pub fn freeze(&self, force: bool) -> Result<Option<LayerInfo>, StoreError> {
+        let _writer = lock(&self.writer);
+        if !force && self.open_layer_bytes() < self.config.freeze_bytes {
+            return Ok(None);
+        }
+        // Entries put after this snapshot stay in the open layer for the next freeze.
+        let snapshot = self.db.snapshot();
+        let layers = self.map_snapshot();
+        let mut writer = LayerWriter::create(&self.layers_dir, LayerKind::Delta)?;
+        let mut frozen_bytes = 0u64;
+        let mut it = snapshot.raw_iterator();
+        it.seek_to_first();
+        while let Some(raw_key) = it.key() {
+            if let Some((key, lsn)) = open_layer::decode_key(raw_key) {
+                let v = open_layer::decode_value(lsn, it.value().unwrap_or_default())?;
+                frozen_bytes += open_layer::entry_bytes(v.value.len());
+                if !holds(&layers, &key, lsn)? {
+                    writer.add(key, lsn, v.will_init, &v.value)?;
+                }
+            }
+            it.next();
+        }
+        it.status()?;
+        drop(it);
+        let info = match writer.finish()? {
+            Some(written) => Some(self.install(written)?),
+            None => None,
+        };
+        #[cfg(test)]
+        self.fail(FailPoint::ManifestWritten)?;
+        let deleted = self.delete_entries(snapshot.raw_iterator())?;
+        drop(snapshot);
+        let _ = self
+            .open_bytes
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |b| {
+                Some(b.saturating_sub(frozen_bytes))
+            });
+        if let Some(info) = &info {
+            info!(
+                layer = %info.name,
+                lsn_start = info.lsn_start,
+                lsn_end = info.lsn_end,
+                size_bytes = info.size_bytes,
+                deleted_entries = deleted,
+                "froze open layer"
+            );
+        }
+        Ok(info)
+    }
+
+    /// Writes an image layer at `lsn` from `values` (key, value bytes), which must be
+    /// sorted by key without duplicates; every value is stored as `will_init`.
+    #[tracing::instrument(skip_all, fields(dir = %self.dir.display(), lsn))]
+    pub fn write_image_layer(
+        &self,
+        lsn: u64,
+        values: impl Iterator<Item = ([u8; KEY_LEN], Vec<u8>)>,
+    ) -> Result<LayerInfo, StoreError> {
+        let _writer = lock(&self.writer);
+        let mut writer = LayerWriter::create(&self.layers_dir, LayerKind::Image)?;
+        for (key, value) in values {
+            writer.add(key, lsn, true, &value)?;
+        }
+        let written = writer
+            .finish()?
+            .ok_or_else(|| StoreError::Invalid("an image layer needs at least one key".into()))?;
+        let info = self.install(written)?;
+        info!(layer = %info.name, size_bytes = info.size_bytes, "wrote image layer");
+        Ok(info)
+    }
+
+    /// Renames a written layer into place, lists it in the manifest, then adds it to the
+    /// layer map. Called with `writer` held.
+    fn install(&self, written: WrittenLayer) -> Result<LayerInfo, StoreError> {
+        let layers = self.map_snapshot();
+        if layers.iter().any(|l| l.info.name == written.name) {
+            // Our own leftover would be harmless to overwrite, but a listed layer may
+            // hold different entries: refuse rather than lose them.
+            fs::remove_file(&written.tmp_path)
+                .map_err(io_err(format!("remove {}", written.tmp_path.display())))?;
+            return Err(StoreError::Invalid(format!(
+                "layer {} already exists",
+                written.name
+            )));
+        }
+        #[cfg(test)]
+        self.fail(FailPoint::LayerTempWritten)?;
+        let path = written.rename_into(&self.layers_dir)?;
+        #[cfg(test)]
+        self.fail(FailPoint::LayerRenamed)?;
+        let info = info_of(&written.name, written.parts, written.size_bytes);
+        let mut listed: Vec<(String, u64)> = layers
+            .iter()
+            .map(|l| (l.info.name.clone(), l.info.size_bytes))
+            .collect();
+        listed.push((info.name.clone(), info.size_bytes));
+        // Durable before the open layer entries are deleted (see manifest.rs).
+        manifest::store(&self.dir, &listed)?;
+        let mut new_layers: Vec<Arc<Layer>> = layers.iter().cloned().collect();
+        new_layers.push(Arc::new(Layer::new(info.clone(), path)));
+        sort_layers(&mut new_layers);
+        *self.map.write().unwrap_or_else(PoisonError::into_inner) = Arc::new(new_layers);
+        Ok(info)
+    }
+
+    /// Deletes every entry the iterator yields. The deletes are not synced: one that a
+    /// crash loses is redone by `open`, since the entry is held by a listed layer.
+    fn delete_entries(
+        &self,
+        mut it: rocksdb::DBRawIteratorWithThreadMode<'_, DB>,
+    ) -> Result<u64, StoreError> {
+        let mut batch = WriteBatch::default();
+        let mut deleted = 0u64;
+        it.seek_to_first();
+        while let Some(raw_key) = it.key() {
+            if open_layer::decode_key(raw_key).is_some() {
+                batch.delete(raw_key);
+                deleted += 1;
+                if batch.len() >= DELETE_BATCH_ENTRIES {
+                    self.db.write(std::mem::take(&mut batch))?;
+                }
+            }
+            it.next();
+        }
+        it.status()?;
+        self.db.write(batch)?;
+        Ok(deleted)
+    }
+
+    /// At open: drops the entries a listed layer holds (a freeze interrupted between
+    /// its manifest write and its deletes). Returns (bytes kept, entries dropped).
+    fn drop_held_entries(&self) -> Result<(u64, u64), StoreError> {
+        let layers = self.map_snapshot();
+        let mut batch = WriteBatch::default();
+        let (mut kept, mut dropped) = (0u64, 0u64);
+        let mut it = self.db.raw_iterator();
+        it.seek_to_first();
+        while let Some(raw_key) = it.key() {
+            if let Some((key, lsn)) = open_layer::decode_key(raw_key) {
+                if holds(&layers, &key, lsn)? {
+                    batch.delete(raw_key);
+                    dropped += 1;
+                } else {
+                    let value_len = it.value().map_or(0, |v| v.len().saturating_sub(1));
+                    kept += open_layer::entry_bytes(value_len);
+                }
+                if batch.len() >= DELETE_BATCH_ENTRIES {
+                    self.db.write(std::mem::take(&mut batch))?;
+                }
+            }
+            it.next();
+        }
+        it.status()?;
+        self.db.write(batch)?;
+        if dropped > 0 {
+            warn!(
+                dropped,
+                "dropped open layer entries already held by layer files"
+            );
+        }
+        Ok((kept, dropped))
+    }
+
+    fn map_snapshot(&self) -> Arc<Vec<Arc<Layer>>> {
+        self.map
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    /// The layer files, newest first.
+    pub fn layers(&self) -> Vec<LayerInfo> {
+        self.map_snapshot().iter().map(|l| l.info.clone()).collect()
+    }
+
+    pub fn layer_count(&self) -> usize {
+        self.map_snapshot().len()
+    }
+
+    pub fn layer_bytes(&self) -> u64 {
+        self.map_snapshot().iter().map(|l| l.info.size_bytes).sum()
+    }
+
+    /// Approximate bytes (keys and values) in the open layer, counted by this store.
+    pub fn open_layer_bytes(&self) -> u64 {
+        self.open_bytes.load(Ordering::Relaxed)
+    }
+
+    #[cfg(test)]
+    fn fail(&self, at: FailPoint) -> Result<(), StoreError> {
+        if *lock(&self.fail_at) == Some(at) {
+            return Err(StoreError::Io {
+                context: format!("failpoint {at:?}"),
+                source: std::io::Error::other("injected crash"),
+            });
+        }
+        Ok(())
+    }
+
+    #[cfg(test)]
+    pub(crate) fn layers_dir(&self) -> &Path {
+        &self.layers_dir
+    }
+}
+
+/// Whether a layer in `layers` (sorted newest first) holds exactly (key, lsn).
+fn holds(layers: &[Arc<Layer>], key: &[u8; KEY_LEN], lsn: u64) -> Result<bool, StoreError> {
+    for layer in layers {
+        if layer.info.lsn_end < lsn {
+            break;
+        }
+        if layer.covers(key, lsn, lsn) && layer.reader()?.contains(key, lsn) {
+            return Ok(true);
+        }
+    }
+    Ok(false)
+}
+
+fn remove_temp_files(dir: &Path) -> Result<(), StoreError> {
+    for entry in fs::read_dir(dir).map_err(io_err(format!("list {}", dir.display())))? {
+        let entry = entry.map_err(io_err(format!("list {}", dir.display())))?;
+        if entry.file_name().to_string_lossy().ends_with(TEMP_SUFFIX) {
+            warn!(file = %entry.path().display(), "removing temporary file");
+            fs::remove_file(entry.path())
+                .map_err(io_err(format!("remove {}", entry.path().display())))?;
+        }
+    }
+    Ok(())
+}
+
+/// Removes temporary and unlisted layer files from `layers_dir` and checks that every
+/// listed layer is there with its size. Returns the layer map.
+fn reconcile_layer_files(
+    layers_dir: &Path,
+    listed: &[(String, u64)],
+) -> Result<Vec<Arc<Layer>>, StoreError> {
+    remove_temp_files(layers_dir)?;
+    let context = format!("list {}", layers_dir.display());
+    for entry in fs::read_dir(layers_dir).map_err(io_err(context.clone()))? {
+        let entry = entry.map_err(io_err(context.clone()))?;
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if parse_layer_file_name(&name).is_none() {
+            warn!(file = %name, "ignoring unknown file among layer files");
+        } else if !listed.iter().any(|(n, _)| *n == name) {
+            // Written by a freeze that crashed before its manifest write: the open
+            // layer still holds all its entries.
+            warn!(layer = %name, "removing layer file not in the manifest");
+            fs::remove_file(entry.path())
+                .map_err(io_err(format!("remove {}", entry.path().display())))?;
+        }
+    }
+    let mut layers = Vec::with_capacity(listed.len());
+    for (name, size) in listed {
+        let path = layers_dir.join(name);
+        let actual = match fs::metadata(&path) {
+            Ok(m) => m.len(),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Err(crate::format::corrupt(
+                    name,
+                    "listed in the manifest but missing",
+                ));
+            }
+            Err(e) => return Err(io_err(format!("stat {}", path.display()))(e)),
+        };
+        if actual != *size {
+            return Err(crate::format::corrupt(
+                name,
+                format!("{actual} bytes on disk, {size} in the manifest"),
+            ));
+        }
+        let parts = parse_layer_file_name(name)
+            .ok_or_else(|| crate::format::corrupt(name, "not a layer file name"))?;
+        layers.push(Arc::new(Layer::new(info_of(name, parts, *size), path)));
+    }
+    sort_layers(&mut layers);
+    Ok(layers)
+}

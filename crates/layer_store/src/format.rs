@@ -18,7 +18,9 @@ use std::path::{Path, PathBuf};
 use bytes::Bytes;
 
 use crate::durable::{self, io_err, TEMP_SUFFIX};
-use crate::limits::{INDEX_ENTRIES_PER_BLOCK, KEY_LEN, MAX_INDEX_BYTES, MAX_VALUE_BYTES};
+use crate::limits::{
+    INDEX_ENTRIES_PER_BLOCK, KEY_LEN, MAX_INDEX_BYTES, MAX_VALUE_BYTES, TAIL_READ_BYTES,
+};
 use crate::name::{layer_file_name, NameParts};
 use crate::{LayerKind, StoreError, Version};
 
@@ -504,23 +506,38 @@ impl std::fmt::Debug for LayerReader {
 }
 
 impl LayerReader {
-    /// Opens `path` and loads its index with two range reads (footer, then index), as a
-    /// reader of the object would.
+    /// Opens `path` and loads its index as a reader of the object in object storage
+    /// would: one range read of the last `TAIL_READ_BYTES`, and a second one only when
+    /// the index is larger than that.
     pub(crate) fn load(path: &Path, name: &str) -> Result<LayerReader, StoreError> {
         let file = File::open(path).map_err(io_err(format!("open {}", path.display())))?;
         let file_len = file
             .metadata()
             .map_err(io_err(format!("stat {}", path.display())))?
             .len();
-        let footer_at = file_len
-            .checked_sub(FOOTER_LEN as u64)
-            .ok_or_else(|| corrupt(name, format!("{file_len}-byte file has no footer")))?;
+        if file_len < FOOTER_LEN as u64 {
+            return Err(corrupt(name, format!("{file_len}-byte file has no footer")));
+        }
+        // First range read: the tail, which holds footer and index of most layers.
+        let tail_len = file_len.min(TAIL_READ_BYTES.max(FOOTER_LEN as u64));
+        let tail_at = file_len - tail_len;
+        // tail_len <= TAIL_READ_BYTES (a small constant) or FOOTER_LEN.
+        let mut tail = vec![0u8; tail_len as usize];
+        read_at(&file, name, &mut tail, tail_at)?;
         let mut footer_bytes = [0u8; FOOTER_LEN];
-        read_at(&file, name, &mut footer_bytes, footer_at)?;
+        footer_bytes.copy_from_slice(&tail[tail.len() - FOOTER_LEN..]);
         let footer = decode_footer(name, &footer_bytes, file_len)?;
-        // decode_footer bounded index_len by MAX_INDEX_BYTES, so this allocation is too.
-        let mut index = vec![0u8; footer.index_len as usize];
-        read_at(&file, name, &mut index, footer.index_offset)?;
+        let index = if footer.index_offset >= tail_at {
+            // decode_footer checked index_offset + index_len == file_len - FOOTER_LEN.
+            let start = (footer.index_offset - tail_at) as usize;
+            tail[start..tail.len() - FOOTER_LEN].to_vec()
+        } else {
+            // Second range read for a larger index. decode_footer bounded index_len by
+            // MAX_INDEX_BYTES, so this allocation is bounded too.
+            let mut index = vec![0u8; footer.index_len as usize];
+            read_at(&file, name, &mut index, footer.index_offset)?;
+            index
+        };
         let entries = decode_index(name, &footer, &index)?;
         Ok(LayerReader {
             name: name.to_string(),

@@ -34,9 +34,8 @@ pub(crate) const DELETE_BATCH_ENTRIES: usize = 4096;
 /// million layers.
 pub(crate) const MAX_MANIFEST_BYTES: u64 = 64 << 20;
 
-/// Bytes a reader fetches from the tail of a layer file before it knows the index length
-/// (a single range read covers footer and index of small layers); documented in
-/// docs/layer-files.md as the suggested object-storage read.
-pub const TAIL_READ_BYTES: u64 = 64 << 10;
+/// Bytes a reader fetches from the tail of a layer file before it knows the index
+/// length: one range read covers footer and index of layers up to about 1,600 entries.
+pub(crate) const TAIL_READ_BYTES: u64 = 64 << 10;
 
 const _: () = assert!(DEFAULT_FREEZE_BYTES >= MAX_VALUE_BYTES as u64);

@@ -630,3 +630,21 @@ fn concurrent_reads_never_miss_a_version_during_freeze() {
     }
     assert_eq!(store.layer_count(), (LAST_LSN / 7) as usize);
 }
+
+/// An index larger than one tail read takes the second range read.
+#[test]
+fn a_layer_with_a_large_index_round_trips() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    let entries: Vec<Entry> = (0..3000u16).map(|k| entry(k, 10, true)).collect();
+    store.put_batch(&entries, b"").unwrap();
+    let layer = store.freeze(true).unwrap().unwrap();
+    let index_bytes = 3000 * crate::format::INDEX_ENTRY_LEN as u64;
+    assert!(index_bytes > crate::limits::TAIL_READ_BYTES);
+    assert!(layer.size_bytes > index_bytes);
+    drop(store);
+    let store = open(dir.path());
+    for k in [0u16, 1499, 2999] {
+        check(&store, k, 0, MAX_LSN, &[(10, true)]);
+    }
+}

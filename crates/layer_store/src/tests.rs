@@ -506,6 +506,8 @@ enum Op {
     Freeze,
     Image(Vec<u16>),
     Reopen,
+    /// A freeze that dies at the failpoint, then a restart.
+    CrashedFreeze(FailPoint),
 }
 
 fn op() -> impl Strategy<Value = Op> {
@@ -515,6 +517,11 @@ fn op() -> impl Strategy<Value = Op> {
         1 => prop::collection::btree_set(0u16..6, 1..4)
             .prop_map(|s| Op::Image(s.into_iter().collect())),
         1 => Just(Op::Reopen),
+        1 => prop_oneof![
+            Just(FailPoint::LayerTempWritten),
+            Just(FailPoint::LayerRenamed),
+            Just(FailPoint::ManifestWritten),
+        ].prop_map(Op::CrashedFreeze),
     ]
 }
 
@@ -572,6 +579,14 @@ proptest! {
                 Op::Reopen => {
                     drop(store);
                     store = open(dir.path());
+                }
+                Op::CrashedFreeze(point) => {
+                    *store.fail_at.lock().unwrap() = Some(point);
+                    // Fails at the point, or succeeds with nothing to write.
+                    let _ = store.freeze(true);
+                    drop(store);
+                    store = open(dir.path());
+                    prop_assert_eq!(layer_file_names(&store), listed_names(&store));
                 }
             }
         }

@@ -1,1 +1,24 @@
-//! The Strata pageserver: every page at every LSN. Built in its own issue; this crate only fixes its place in the workspace.
+//! The Strata pageserver: turns the safekeepers' WAL into every page at every LSN, and
+//! serves pages, relation metadata and basebackups that stock PostgreSQL starts from.
+//!
+//! Code map:
+//! - [`daemon`]: the daemon's life (bind, open, serve, stop); `main.rs` only parses
+//!   arguments and calls it.
+//! - [`config`]: the TOML file and the flags that override it.
+//! - [`timeline`]: one timeline (its layer store, ingest progress, LSN waits), which
+//!   implements `page_model::read::VersionSource`; [`timelines`]: the tenant manager
+//!   (the directory layout, creation, loading at start).
+//! - [`layers`]: per timeline, freezing the open layer and writing image layers.
+//! - `walreceiver`: streams WAL from the safekeepers into timelines.
+//! - [`grpc`]: the gRPC service and its error mapping.
+//! - [`http`], [`metrics`], [`logging`]: observability.
+//! - [`limits`]: every bound of the daemon.
+
+pub mod config;
+pub mod http;
+pub mod layers;
+pub mod limits;
+pub mod logging;
+pub mod metrics;
+pub mod timeline;
+pub mod timelines;

@@ -1,0 +1,349 @@
+//! The daemon's configuration: a TOML file (`--config PATH`) with command-line flags
+//! overriding it.
+//!
+//! Every key of the file is documented in [`DEFAULT_CONFIG_TOML`], which
+//! `pageserver --print-default-config` prints. Unknown keys are an error naming the key,
+//! so that a misspelt setting is noticed instead of silently taking its default.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use strata_ids::NodeId;
+pub use strata_logging::LogFormat;
+
+/// What `--print-default-config` prints: every key with its default value and meaning.
+/// A test checks that it parses into [`Config::default`].
+pub const DEFAULT_CONFIG_TOML: &str = r#"# Strata pageserver configuration. Command-line flags override these keys.
+
+# Where tenants and timelines live: <data_dir>/tenants/<tenant_id>/timelines/<timeline_id>/
+# (--data-dir). The daemon also writes pageserver.ports.json here once it has bound its
+# listeners.
+data_dir = "pageserver_data"
+
+# gRPC: pages, basebackups, timeline administration (--listen-grpc). Port 0 picks a
+# free port; the port taken is logged and written to pageserver.ports.json.
+listen_grpc = "127.0.0.1:6400"
+
+# HTTP: /metrics (Prometheus) and /health (--listen-http).
+listen_http = "127.0.0.1:6401"
+
+# "text" for people, "json" (one object per line) for log collectors (--log-format).
+# Which levels are logged comes from the RUST_LOG environment variable (default "info").
+log_format = "text"
+
+# How long a read at an LSN not yet ingested waits for it before failing with
+# DEADLINE_EXCEEDED, in milliseconds (--wait-lsn-timeout-ms).
+wait_lsn_timeout_ms = 30000
+
+# Size in bytes of a timeline's open (RocksDB) layer at which it is frozen into an
+# immutable delta layer file (--checkpoint-distance). Small values (a few KiB) are
+# allowed, for tests.
+checkpoint_distance = 67108864
+
+# Delta layers accumulated since a timeline's last image layer after which a new image
+# layer (every page at the latest LSN) is written (--image-layer-after-deltas).
+image_layer_after_deltas = 3
+
+# Largest data directory tar ImportTimeline accepts, in bytes (--max-import-bytes). A
+# freshly initialised PostgreSQL 15 data directory is about 40 MB.
+max_import_bytes = 1073741824
+
+# The safekeepers WAL is streamed from, one table each (repeat for every safekeeper):
+# id, gRPC address (for their commit LSN), PostgreSQL replication address.
+# [[safekeepers]]
+# id = 1
+# grpc = "127.0.0.1:7676"
+# pg = "127.0.0.1:5454"
+"#;
+
+/// One safekeeper the walreceiver may stream from.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SafekeeperConfig {
+    pub id: NodeId,
+    /// gRPC address (`host:port`), for `TimelineStatus`.
+    pub grpc: String,
+    /// PostgreSQL replication protocol address (`host:port`).
+    pub pg: String,
+}
+
+/// The daemon's configuration after the file and the flags are merged.
+// Serialize: the effective configuration is logged at startup.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Config {
+    pub data_dir: PathBuf,
+    pub listen_grpc: SocketAddr,
+    pub listen_http: SocketAddr,
+    pub log_format: LogFormat,
+    pub wait_lsn_timeout: Duration,
+    pub checkpoint_distance: u64,
+    pub image_layer_after_deltas: u32,
+    pub max_import_bytes: u64,
+    pub safekeepers: Vec<SafekeeperConfig>,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            data_dir: PathBuf::from("pageserver_data"),
+            listen_grpc: SocketAddr::from(([127, 0, 0, 1], 6400)),
+            listen_http: SocketAddr::from(([127, 0, 0, 1], 6401)),
+            log_format: LogFormat::Text,
+            wait_lsn_timeout: Duration::from_secs(30),
+            checkpoint_distance: 64 << 20,
+            image_layer_after_deltas: 3,
+            max_import_bytes: 1 << 30,
+            safekeepers: Vec::new(),
+        }
+    }
+}
+
+/// The keys of the file, each optional so that flags and defaults fill the rest.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileConfig {
+    data_dir: Option<PathBuf>,
+    listen_grpc: Option<SocketAddr>,
+    listen_http: Option<SocketAddr>,
+    log_format: Option<LogFormat>,
+    wait_lsn_timeout_ms: Option<u64>,
+    checkpoint_distance: Option<u64>,
+    image_layer_after_deltas: Option<u32>,
+    max_import_bytes: Option<u64>,
+    safekeepers: Option<Vec<SafekeeperConfig>>,
+}
+
+/// Command-line flags; each overrides the file key of the same name.
+#[derive(Debug, Default, Clone, clap::Args)]
+pub struct Overrides {
+    /// Directory holding tenants and timelines.
+    #[arg(long)]
+    pub data_dir: Option<PathBuf>,
+    /// gRPC listen address (HOST:PORT; port 0 picks a free port).
+    #[arg(long)]
+    pub listen_grpc: Option<SocketAddr>,
+    /// HTTP (/metrics, /health) listen address.
+    #[arg(long)]
+    pub listen_http: Option<SocketAddr>,
+    /// Log format.
+    #[arg(long, value_enum)]
+    pub log_format: Option<LogFormat>,
+    /// How long a read waits for an LSN not yet ingested, in milliseconds.
+    #[arg(long)]
+    pub wait_lsn_timeout_ms: Option<u64>,
+    /// Open-layer size in bytes at which it is frozen into a delta layer file.
+    #[arg(long)]
+    pub checkpoint_distance: Option<u64>,
+    /// Delta layers since the last image layer that trigger a new image layer.
+    #[arg(long)]
+    pub image_layer_after_deltas: Option<u32>,
+    /// Largest ImportTimeline tar accepted, in bytes.
+    #[arg(long)]
+    pub max_import_bytes: Option<u64>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("reading config file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    /// One line (toml's own rendering quotes the file over several), naming the
+    /// unknown or malformed key.
+    #[error("config file {path}, line {line}: {message}")]
+    Parse {
+        path: PathBuf,
+        line: usize,
+        message: String,
+    },
+    #[error("{key} must be {requirement}")]
+    Invalid {
+        key: &'static str,
+        requirement: &'static str,
+    },
+}
+
+impl Config {
+    /// The file at `path` (if any), then `overrides`, over the defaults.
+    pub fn load(path: Option<&Path>, overrides: &Overrides) -> Result<Config, ConfigError> {
+        let file = match path {
+            Some(path) => {
+                let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+                    path: path.to_owned(),
+                    source,
+                })?;
+                toml::from_str(&text).map_err(|error| parse_error(path, &text, &error))?
+            }
+            None => FileConfig::default(),
+        };
+        Config::merge(file, overrides).validate()
+    }
+
+    fn merge(file: FileConfig, flags: &Overrides) -> Config {
+        let default = Config::default();
+        Config {
+            data_dir: flags
+                .data_dir
+                .clone()
+                .or(file.data_dir)
+                .unwrap_or(default.data_dir),
+            listen_grpc: flags
+                .listen_grpc
+                .or(file.listen_grpc)
+                .unwrap_or(default.listen_grpc),
+            listen_http: flags
+                .listen_http
+                .or(file.listen_http)
+                .unwrap_or(default.listen_http),
+            log_format: flags
+                .log_format
+                .or(file.log_format)
+                .unwrap_or(default.log_format),
+            wait_lsn_timeout: flags
+                .wait_lsn_timeout_ms
+                .or(file.wait_lsn_timeout_ms)
+                .map_or(default.wait_lsn_timeout, Duration::from_millis),
+            checkpoint_distance: flags
+                .checkpoint_distance
+                .or(file.checkpoint_distance)
+                .unwrap_or(default.checkpoint_distance),
+            image_layer_after_deltas: flags
+                .image_layer_after_deltas
+                .or(file.image_layer_after_deltas)
+                .unwrap_or(default.image_layer_after_deltas),
+            max_import_bytes: flags
+                .max_import_bytes
+                .or(file.max_import_bytes)
+                .unwrap_or(default.max_import_bytes),
+            safekeepers: file.safekeepers.unwrap_or(default.safekeepers),
+        }
+    }
+
+    fn validate(self) -> Result<Config, ConfigError> {
+        let invalid = |key, requirement| Err(ConfigError::Invalid { key, requirement });
+        if self.checkpoint_distance == 0 {
+            return invalid("checkpoint_distance", "at least 1");
+        }
+        if self.image_layer_after_deltas == 0 {
+            return invalid("image_layer_after_deltas", "at least 1");
+        }
+        if self.max_import_bytes == 0 {
+            return invalid("max_import_bytes", "at least 1");
+        }
+        Ok(self)
+    }
+}
+
+fn parse_error(path: &Path, text: &str, error: &toml::de::Error) -> ConfigError {
+    let offset = error.span().map_or(0, |span| span.start);
+    let line = 1 + text
+        .as_bytes()
+        .iter()
+        .take(offset)
+        .filter(|&&b| b == b'\n')
+        .count();
+    ConfigError::Parse {
+        path: path.to_owned(),
+        line,
+        message: error.message().replace('\n', " "),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<Config, String> {
+        let file: FileConfig = toml::from_str(text).map_err(|e| e.to_string())?;
+        Config::merge(file, &Overrides::default())
+            .validate()
+            .map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn printed_default_config_is_the_default() {
+        assert_eq!(parse(DEFAULT_CONFIG_TOML).unwrap(), Config::default());
+        // Every field appears in it (as a key, or a commented example), so the
+        // documentation is complete.
+        for key in [
+            "data_dir = ",
+            "listen_grpc = ",
+            "listen_http = ",
+            "log_format = ",
+            "wait_lsn_timeout_ms = ",
+            "checkpoint_distance = ",
+            "image_layer_after_deltas = ",
+            "max_import_bytes = ",
+            "[[safekeepers]]",
+        ] {
+            assert!(DEFAULT_CONFIG_TOML.contains(key), "{key} undocumented");
+        }
+    }
+
+    #[test]
+    fn safekeepers_are_parsed() {
+        let config = parse(
+            "[[safekeepers]]\nid = 1\ngrpc = \"127.0.0.1:1\"\npg = \"127.0.0.1:2\"\n\
+             [[safekeepers]]\nid = 2\ngrpc = \"h:3\"\npg = \"h:4\"\n",
+        )
+        .unwrap();
+        assert_eq!(config.safekeepers.len(), 2);
+        assert_eq!(config.safekeepers[1].pg, "h:4");
+        let err = parse("[[safekeepers]]\nid = 1\ngrpc = \"a:1\"\npg = \"a:2\"\nhost = \"x\"\n")
+            .unwrap_err();
+        assert!(err.contains("host"), "{err}");
+    }
+
+    #[test]
+    fn unknown_key_is_an_error_naming_it() {
+        let err = parse("listen_grcp = \"127.0.0.1:1\"\n").unwrap_err();
+        assert!(err.contains("listen_grcp"), "{err}");
+    }
+
+    #[test]
+    fn flags_override_the_file() {
+        let file: FileConfig =
+            toml::from_str("data_dir = \"/a\"\nlog_format = \"json\"\nwait_lsn_timeout_ms = 5\n")
+                .unwrap();
+        let flags = Overrides {
+            data_dir: Some("/b".into()),
+            checkpoint_distance: Some(8192),
+            ..Overrides::default()
+        };
+        let config = Config::merge(file, &flags);
+        assert_eq!(config.data_dir, PathBuf::from("/b"));
+        assert_eq!(config.log_format, LogFormat::Json);
+        assert_eq!(config.wait_lsn_timeout, Duration::from_millis(5));
+        assert_eq!(config.checkpoint_distance, 8192);
+        assert_eq!(config.listen_grpc, Config::default().listen_grpc);
+    }
+
+    #[test]
+    fn file_errors_are_one_line_with_the_line_number() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("ps.toml");
+        std::fs::write(&path, "data_dir = \"/x\"\nlisten_grcp = \"127.0.0.1:1\"\n").unwrap();
+        let err = Config::load(Some(&path), &Overrides::default())
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("line 2") && err.contains("listen_grcp"),
+            "{err}"
+        );
+        assert!(!err.contains('\n'), "{err}");
+    }
+
+    #[test]
+    fn bad_values_are_errors() {
+        assert!(parse("log_format = \"xml\"").is_err());
+        assert!(parse("listen_http = \"nowhere\"").is_err());
+        assert!(parse("checkpoint_distance = -1").is_err());
+        assert!(parse("checkpoint_distance = 0").is_err());
+        assert!(parse("image_layer_after_deltas = 0").is_err());
+        assert!(parse("wait_lsn_timeout_ms = \"30s\"").is_err());
+    }
+}

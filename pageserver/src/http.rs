@@ -1,0 +1,67 @@
+//! The HTTP endpoint: `/metrics` (Prometheus text format) and `/health`.
+//!
+//! `/health` answers 200 `ready` once every listener is bound and every timeline is open
+//! (the daemon can serve), and 503 with `starting` or `stopping` otherwise, so that a
+//! load balancer or Kubernetes readiness probe sends nothing to a daemon that cannot yet
+//! (or no longer) serve.
+
+use axum::extract::State;
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::Router;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+use crate::metrics::Metrics;
+
+/// Where the daemon is in its life; only `Ready` serves.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Readiness {
+    Starting,
+    Ready,
+    Stopping,
+}
+
+#[derive(Clone, Debug)]
+struct HttpState {
+    metrics: Metrics,
+    readiness: watch::Receiver<Readiness>,
+}
+
+/// Serve until `shutdown` turns true (or its sender is dropped).
+pub async fn serve(
+    listener: TcpListener,
+    metrics: Metrics,
+    readiness: watch::Receiver<Readiness>,
+    mut shutdown: watch::Receiver<bool>,
+) -> std::io::Result<()> {
+    let app = Router::new()
+        .route("/metrics", get(metrics_handler))
+        .route("/health", get(health_handler))
+        .with_state(HttpState { metrics, readiness });
+    axum::serve(listener, app)
+        .with_graceful_shutdown(async move {
+            // An error means the sender is gone: the daemon is stopping either way.
+            let _ = shutdown.wait_for(|stop| *stop).await;
+        })
+        .await
+}
+
+async fn metrics_handler(State(state): State<HttpState>) -> Response {
+    match state.metrics.encode() {
+        Ok(text) => ([(header::CONTENT_TYPE, prometheus::TEXT_FORMAT)], text).into_response(),
+        Err(error) => {
+            tracing::error!(%error, "encoding metrics");
+            (StatusCode::INTERNAL_SERVER_ERROR, error.to_string()).into_response()
+        }
+    }
+}
+
+async fn health_handler(State(state): State<HttpState>) -> (StatusCode, &'static str) {
+    match *state.readiness.borrow() {
+        Readiness::Ready => (StatusCode::OK, "ready\n"),
+        Readiness::Starting => (StatusCode::SERVICE_UNAVAILABLE, "starting\n"),
+        Readiness::Stopping => (StatusCode::SERVICE_UNAVAILABLE, "stopping\n"),
+    }
+}

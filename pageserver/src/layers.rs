@@ -1,0 +1,183 @@
+//! The layer task of a timeline: off the ingest path, it freezes the open layer into a
+//! delta layer file once it exceeds `checkpoint_distance`, and writes an image layer
+//! (every live key reconstructed at one LSN) once `image_layer_after_deltas` delta
+//! layers have accumulated above the newest image layer, so that a read walks a bounded
+//! number of layers down to an image.
+//!
+//! One task per timeline, woken by commits; at most one freeze or image write of a
+//! timeline runs at a time (the store also serialises them).
+
+use std::sync::Arc;
+
+use layer_store::{LayerInfo, LayerKind, StoreError, KEY_LEN};
+use page_model::read::{self, ReadError};
+use page_model::Key;
+use postgres_wal::Lsn;
+use tokio::sync::watch;
+use tracing::Instrument;
+
+use crate::logging::timeline_span;
+use crate::timeline::Timeline;
+
+#[derive(Debug, Clone, Copy)]
+pub struct LayerPolicy {
+    /// Delta layers above the newest image layer that trigger a new image layer.
+    pub image_layer_after_deltas: u32,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum LayerError {
+    #[error("layer store: {0}")]
+    Store(#[from] StoreError),
+    #[error("reconstructing the image layer at {lsn}: {source}")]
+    Read {
+        lsn: Lsn,
+        #[source]
+        source: ReadError,
+    },
+}
+
+/// Runs until `shutdown` turns true.
+pub async fn run(
+    timeline: Arc<Timeline>,
+    policy: LayerPolicy,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let span = timeline_span(timeline.id());
+    async move {
+        loop {
+            tokio::select! {
+                () = timeline.layer_work() => {}
+                _ = shutdown.wait_for(|stop| *stop) => return,
+            }
+            let t = timeline.clone();
+            match tokio::task::spawn_blocking(move || maintain(&t, policy)).await {
+                Ok(Ok(())) => {}
+                // Layer work failing does not lose data (the open layer keeps it);
+                // it is retried after the next commit.
+                Ok(Err(error)) => tracing::error!(%error, "layer maintenance failed"),
+                Err(error) => tracing::error!(%error, "layer maintenance task failed"),
+            }
+        }
+    }
+    .instrument(span)
+    .await
+}
+
+/// Freeze if due, then write an image layer if due. Blocking.
+pub fn maintain(timeline: &Timeline, policy: LayerPolicy) -> Result<(), LayerError> {
+    let store = timeline.store();
+    if store.freeze(false)?.is_some() {
+        timeline.metrics().set_layers(&store.layers());
+    }
+    if let Some(lsn) = image_due(&store.layers(), policy) {
+        write_image_layer(timeline, lsn)?;
+        timeline.metrics().set_layers(&store.layers());
+    }
+    Ok(())
+}
+
+/// The LSN of the image layer to write (the newest delta layer's end), if enough delta
+/// layers lie above the newest image layer.
+fn image_due(layers: &[LayerInfo], policy: LayerPolicy) -> Option<Lsn> {
+    let newest_image = layers
+        .iter()
+        .filter(|l| l.kind == LayerKind::Image)
+        .map(|l| l.lsn_end)
+        .max();
+    let deltas_above: Vec<&LayerInfo> = layers
+        .iter()
+        .filter(|l| l.kind == LayerKind::Delta && newest_image.is_none_or(|i| l.lsn_end > i))
+        .collect();
+    if deltas_above.len() < policy.image_layer_after_deltas as usize {
+        return None;
+    }
+    deltas_above.iter().map(|l| Lsn(l.lsn_end)).max()
+}
+
+/// Writes every live key at `lsn` as an image layer. Values stream from reconstruction
+/// into the layer writer, so memory holds the key list, not the pages. Blocking.
+pub fn write_image_layer(timeline: &Timeline, lsn: Lsn) -> Result<LayerInfo, LayerError> {
+    let read_error = |source| LayerError::Read { lsn, source };
+    let keys = read::keyspace(timeline, lsn).map_err(read_error)?;
+    let mut failure: Option<ReadError> = None;
+    let values = keys
+        .iter()
+        .map_while(|key| match image_value(timeline, key, lsn) {
+            Ok(Some(value)) => Some(Some((key.encode(), value))),
+            Ok(None) => Some(None),
+            Err(error) => {
+                failure = Some(error);
+                None
+            }
+        });
+    let values = values.flatten();
+    let result = timeline.store().write_image_layer(lsn.0, values);
+    // A layer cut short by a read error holds only correct values (each reconstructed
+    // at `lsn`); keys missing from it are read from older layers as before. The
+    // error is still reported.
+    if let Some(error) = failure {
+        return Err(read_error(error));
+    }
+    let info = result?;
+    tracing::info!(layer = %info.name, %lsn, keys = keys.len(), "image layer written");
+    Ok(info)
+}
+
+/// The encoded `Value::Image` of `key` at `lsn`, `None` for a key without a value.
+fn image_value(timeline: &Timeline, key: &Key, lsn: Lsn) -> Result<Option<Vec<u8>>, ReadError> {
+    let bytes = match key {
+        // Blocks honour their fork's creation LSN (older incarnations of a relfilenode
+        // are not part of the current one).
+        Key::RelBlock { rel, blkno } => Some(read::rel_page(timeline, *rel, *blkno, lsn)?),
+        _ => read::value_at(timeline, key, Lsn::INVALID, lsn)?,
+    };
+    Ok(bytes.map(|b| page_model::Value::Image(b).encode().to_vec()))
+}
+
+const _: () = assert!(KEY_LEN == page_model::KEY_LEN);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn layer(kind: LayerKind, lsn_start: u64, lsn_end: u64) -> LayerInfo {
+        LayerInfo {
+            name: format!("{kind:?}-{lsn_start}-{lsn_end}"),
+            kind,
+            key_start: [0; KEY_LEN],
+            key_end: [0xff; KEY_LEN],
+            lsn_start,
+            lsn_end,
+            size_bytes: 1,
+        }
+    }
+
+    #[test]
+    fn image_after_enough_deltas_above_the_newest_image() {
+        let policy = LayerPolicy {
+            image_layer_after_deltas: 2,
+        };
+        assert_eq!(image_due(&[], policy), None);
+        let one = [layer(LayerKind::Delta, 10, 20)];
+        assert_eq!(image_due(&one, policy), None);
+        let two = [
+            layer(LayerKind::Delta, 21, 30),
+            layer(LayerKind::Delta, 10, 20),
+        ];
+        assert_eq!(image_due(&two, policy), Some(Lsn(30)));
+        let imaged = [
+            layer(LayerKind::Image, 30, 30),
+            layer(LayerKind::Delta, 31, 40),
+            layer(LayerKind::Delta, 21, 30),
+            layer(LayerKind::Delta, 10, 20),
+        ];
+        assert_eq!(image_due(&imaged, policy), None);
+        let more = [
+            layer(LayerKind::Delta, 41, 50),
+            layer(LayerKind::Image, 30, 30),
+            layer(LayerKind::Delta, 31, 40),
+        ];
+        assert_eq!(image_due(&more, policy), Some(Lsn(50)));
+    }
+}

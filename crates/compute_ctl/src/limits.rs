@@ -8,17 +8,9 @@ use consensus::limits::{MAX_ACCEPTORS, MAX_WAL_BYTES_PER_APPEND};
 
 // ---- PostgreSQL replication protocol (the client in `replication`) ----
 
-/// Largest message we accept from PostgreSQL. The walsender sends at most
-/// `MAX_SEND_SIZE` (16 WAL pages = 128 KiB) of WAL per `XLogData`; every other message
-/// of a replication connection is small. A larger length is a protocol error, never an
-/// allocation.
-pub const MAX_PG_MESSAGE_BYTES: usize = 1024 * 1024;
-
-/// Connecting to PostgreSQL and getting through authentication.
-pub const PG_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
-
-/// A replication command (`IDENTIFY_SYSTEM`, `START_REPLICATION`) and its answer.
-pub const PG_COMMAND_TIMEOUT: Duration = Duration::from_secs(30);
+/// The message size limit and the connect and command timeouts of the replication
+/// client live with it, in `pg_replication`.
+pub use pg_replication::limits::{MAX_PG_MESSAGE_BYTES, PG_COMMAND_TIMEOUT, PG_CONNECT_TIMEOUT};
 
 /// How often a standby status update goes to the walsender even when the commit LSN
 /// did not move (it also goes at once when it moves, and when a keepalive asks). Well

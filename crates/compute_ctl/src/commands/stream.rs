@@ -51,7 +51,7 @@ pub async fn run(
     let start = lock(&buffer).end();
     tracing::info!(%start, server_flush = %system.xlog_pos, "streaming WAL from PostgreSQL");
     let mut stream = connection
-        .start_replication(PROPOSER_NAME, start, PG_TIMELINE)
+        .start_replication(Some(PROPOSER_NAME), start, PG_TIMELINE)
         .await?;
     let mut status = tokio::time::interval(STATUS_INTERVAL);
     status.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);

@@ -9,8 +9,8 @@
 
 use postgres_wal::Lsn;
 
-use super::ReplicationError;
 use crate::limits::MAX_PG_MESSAGE_BYTES;
+use crate::ReplicationError;
 
 /// Protocol 3.0, as `StartupMessage` announces it.
 const PROTOCOL_VERSION: i32 = 3 << 16;

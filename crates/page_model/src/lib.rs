@@ -3,6 +3,7 @@
 //! changes ([`redo`]). Storage (`layer_store`) sees keys and values only as bytes;
 //! ingest and reconstruction live here so they can be tested without a disk.
 
+pub mod ingest;
 pub mod key;
 pub mod read;
 pub mod redo;

@@ -55,6 +55,24 @@ impl Batch {
         (*at == lsn).then_some(value)
     }
 
+    /// Forgets every value stored since the batch had `len` entries: a record that
+    /// fails leaves nothing behind. Values of one record are never replaced by a later
+    /// record (each record has its own LSN), so dropping the tail restores the batch.
+    pub(crate) fn truncate(&mut self, len: usize) {
+        while self.entries.len() > len {
+            let Some((key, _, value)) = self.entries.pop() else {
+                break;
+            };
+            self.bytes -= KEY_LEN + 8 + value_len(&value);
+            if let Some(positions) = self.index.get_mut(&key) {
+                positions.pop();
+                if positions.is_empty() {
+                    self.index.remove(&key);
+                }
+            }
+        }
+    }
+
     /// Stores `value` for `key` at `lsn`, replacing a value already stored at `lsn`.
     /// LSNs of one key only grow: ingest moves forward.
     pub(crate) fn put(&mut self, key: Key, lsn: Lsn, value: Value) {

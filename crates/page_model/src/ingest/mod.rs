@@ -28,6 +28,9 @@ pub use batch::Batch;
 use batch::Overlay;
 use parse::{parse_xact, Le, Truncated};
 
+#[cfg(test)]
+mod tests;
+
 use crate::key::{Key, SlruKind};
 use crate::read::{self, ReadError, RelSize, VersionSource, SLRU_PAGES_PER_SEGMENT};
 use crate::redo::{self, VM_ALL_FROZEN, VM_VALID_BITS};
@@ -142,13 +145,20 @@ impl WalIngest {
         &self.checkpoint
     }
 
-    /// Adds the record's effects to `batch` (reading through `batch` over `src`).
+    /// Adds the record's effects to `batch` (reading through `batch` over `src`). On
+    /// error, neither `batch` nor this state holds any of the record's effects.
     pub fn ingest(
         &mut self,
         rec: &DecodedRecord,
         src: &dyn VersionSource,
         batch: &mut Batch,
     ) -> Result<(), IngestError> {
+        let len = batch.len();
+        let saved = (
+            self.checkpoint,
+            self.checkpoint_dirty,
+            self.pre_initialized_offsets_page,
+        );
         let mut cx = Cx {
             st: self,
             src,
@@ -156,7 +166,16 @@ impl WalIngest {
             rec,
             lsn: rec.end_lsn,
         };
-        cx.record()
+        let result = cx.record();
+        if result.is_err() {
+            batch.truncate(len);
+            (
+                self.checkpoint,
+                self.checkpoint_dirty,
+                self.pre_initialized_offsets_page,
+            ) = saved;
+        }
+        result
     }
 }
 

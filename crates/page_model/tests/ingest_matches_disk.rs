@@ -109,6 +109,10 @@ fn ingest(
             ingest.ingest(rec, &mem, &mut batch)?;
         }
         mem.commit(batch);
+        // Resume from the store after every batch, as a restarted pageserver does:
+        // everything ingest carries between records must be in the store.
+        let last = chunk.last().map_or(start, |r| r.end_lsn);
+        ingest = WalIngest::load(&mem, last)?;
     }
     Ok(mem)
 }

@@ -277,23 +277,28 @@ impl<'a> Cx<'a> {
     fn put_op(&mut self, key: Key, since: Lsn, op: NativeOp) -> Result<(), IngestError> {
         let value = match self.batch.get(&key, self.lsn) {
             None => Value::Op(op),
-            Some(Value::Op(prev)) if merge_ops(prev, &op).is_some() => {
-                Value::Op(merge_ops(prev, &op).unwrap_or(op))
-            }
-            Some(_) => {
-                let base = read::value_at(&self.overlay(), &key, since, self.lsn)?;
-                let mut page: Box<[u8; BLCKSZ]> = match base {
-                    None => Box::new([0; BLCKSZ]),
-                    Some(b) => Box::new(b.as_ref().try_into().map_err(|_| {
-                        self.malformed(format!("{key:?} is {} bytes, not a page", b.len()))
-                    })?),
-                };
-                redo::apply(&op, &mut page).map_err(|e| self.malformed(e))?;
-                Value::Image(Bytes::copy_from_slice(&page[..]))
-            }
+            Some(Value::Op(prev)) => match merge_ops(prev, &op) {
+                Some(merged) => Value::Op(merged),
+                None => self.applied(&key, since, &op)?,
+            },
+            Some(Value::Image(_)) => self.applied(&key, since, &op)?,
         };
         self.batch.put(key, self.lsn, value);
         Ok(())
+    }
+
+    /// The page `key` holds at this LSN so far, with `op` applied, as an image: the one
+    /// value of this record for `key` when `op` cannot join the one already there.
+    fn applied(&self, key: &Key, since: Lsn, op: &NativeOp) -> Result<Value, IngestError> {
+        let base = read::value_at(&self.overlay(), key, since, self.lsn)?;
+        let mut page: Box<[u8; BLCKSZ]> = match base {
+            None => Box::new([0; BLCKSZ]),
+            Some(b) => Box::new(b.as_ref().try_into().map_err(|_| {
+                self.malformed(format!("{key:?} is {} bytes, not a page", b.len()))
+            })?),
+        };
+        redo::apply(op, &mut page).map_err(|e| self.malformed(e))?;
+        Ok(Value::Image(Bytes::copy_from_slice(&page[..])))
     }
 
     fn record(&mut self) -> Result<(), IngestError> {

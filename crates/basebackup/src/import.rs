@@ -38,6 +38,9 @@ pub const PG_MAJOR_VERSION: u32 = 15;
 /// Largest two-phase state file accepted (PostgreSQL's own limit is `MaxAllocSize`;
 /// a prepared transaction's state is far smaller).
 pub const MAX_TWOPHASE_FILE: u64 = 64 << 20;
+/// Top-level files of Strata's own in a data directory (`compute_ctl`'s state and
+/// settings) start with this; they are never imported.
+const STRATA_FILE_PREFIX: &str = "strata_";
 /// Tar's block size: the end-of-archive marker is (at least) one zero block.
 const TAR_BLOCK: u64 = 512;
 /// Largest configuration-like file read whole (`PG_VERSION`).
@@ -183,8 +186,8 @@ fn parse_slru_segment(name: &str) -> Option<u32> {
 }
 
 /// What `path` is. Skipped deliberately: `pg_wal` (the timeline starts after the
-/// checkpoint), configuration and logs (top-level `*.conf`, `*.log`, `log/`,
-/// `postmaster.opts`, `postmaster.pid`: the compute writes its own), statistics,
+/// checkpoint), configuration and logs (top-level `*.conf`, `*.log`, `strata_*`,
+/// `log/`, `postmaster.opts`, `postmaster.pid`: the compute writes its own), statistics,
 /// `pg_subtrans`, `pg_notify`, `pg_serial`, `pg_snapshots`, `pg_dynshmem` (emptied or
 /// rebuilt at startup), `pg_logical` and `pg_commit_ts` (no logical replication state
 /// or commit timestamps in a fresh cluster), relcache init files, temporary files and
@@ -216,6 +219,7 @@ fn classify(path: &str, is_dir: bool) -> Result<Item, ImportError> {
             if !is_dir
                 && (name.ends_with(".conf")
                     || name.ends_with(".log")
+                    || name.starts_with(STRATA_FILE_PREFIX)
                     || ["postmaster.opts", "postmaster.pid", "current_logfiles"]
                         .contains(name)) =>
         {
@@ -357,7 +361,7 @@ pub fn import_datadir_tar(tar: impl Read) -> Result<Import, ImportError> {
         values.insert(key.encode(), (key, bytes));
     };
     let mut total: u64 = 0;
-    let mut entries_seen = 0usize;
+    let mut seen: BTreeSet<String> = BTreeSet::new();
     let mut control: Option<(ControlFileData, Bytes)> = None;
     let mut pg_version: Option<u32> = None;
     let mut dbs: BTreeSet<Oid> = BTreeSet::new();
@@ -370,8 +374,7 @@ pub fn import_datadir_tar(tar: impl Read) -> Result<Import, ImportError> {
 
     for entry in archive.entries()? {
         let mut entry = entry?;
-        entries_seen += 1;
-        if entries_seen > MAX_ENTRIES {
+        if seen.len() >= MAX_ENTRIES {
             return Err(ImportError::TooLarge {
                 limit: format!("{MAX_ENTRIES} entries"),
             });
@@ -388,6 +391,9 @@ pub fn import_datadir_tar(tar: impl Read) -> Result<Import, ImportError> {
                 ))
             }
         };
+        if !seen.insert(path.clone()) {
+            return Err(bad_path(&path, "appears twice"));
+        }
         let size = entry.size();
         archive_end = entry.raw_file_position() + size.next_multiple_of(TAR_BLOCK);
         let item = classify(&path, is_dir)?;
@@ -693,6 +699,7 @@ mod tests {
             Item::Skip
         );
         assert_eq!(classify("base/5/t3_16390", false).unwrap(), Item::Skip);
+        assert_eq!(classify("strata_compute.json", false).unwrap(), Item::Skip);
         assert_eq!(
             classify("pg_multixact/offsets/0000", false).unwrap(),
             Item::Slru {

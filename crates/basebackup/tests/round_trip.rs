@@ -447,6 +447,15 @@ fn import_refuses_bad_input() {
     let bad = rewrite(
         &good,
         keep,
+        &[(b"PG_VERSION", tar::EntryType::Regular, b"15\n")],
+    );
+    assert!(matches!(
+        import_datadir_tar(&bad[..]),
+        Err(ImportError::BadPath { .. })
+    ));
+    let bad = rewrite(
+        &good,
+        keep,
         &[(b"notes.txt", tar::EntryType::Regular, b"hi")],
     );
     assert!(matches!(

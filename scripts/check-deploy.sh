@@ -3,7 +3,8 @@
 #
 #   systemd      `systemd-analyze verify` of every unit (Debian's systemd), in a
 #                temporary root holding the units, the host's system units and
-#                stand-ins for the Strata binaries at their install paths
+#                stand-ins for the Strata binaries at their install paths; and
+#                `systemd-analyze security --offline` keeps each unit's exposure low
 #   readiness    deploy/systemd/strata-wait-healthy against a local HTTP server
 #   configs      the example TOML files use only keys the daemons document, and the
 #                compute env files define every variable the unit and manifests use;
@@ -122,6 +123,18 @@ verify_unit() {
   [ -z "$output" ] || { echo "$output"; return 1; }
 }
 
+# The units' sandboxing as systemd rates it (0 = locked down, 10 = none), offline:
+# exposure above 2.0 fails (they are at 1.5 and 1.6 now).
+max_exposure_tenths=20
+unit_hardened() {
+  local root=$1 unit=$2 output
+  output=$(systemd-analyze security --offline=yes --no-pager --root="$root" \
+    --threshold="$max_exposure_tenths" "$unit" 2>&1) && return 0
+  echo "$output" | grep 'Overall exposure'
+  echo "$output" | grep '✗' | head -n 40
+  return 1
+}
+
 # --- readiness script --------------------------------------------------------------------
 
 # strata-wait-healthy against a loopback HTTP server whose /health answers $1.
@@ -204,6 +217,12 @@ for consumer, pattern, env in [
     for name in sorted(used(consumer, pattern) - defined(env)):
         errors.append(f"{consumer} uses {name}, which {env} does not set")
     checked += 1
+
+# Tenant and timeline ids are 32 hex digits.
+for env in sorted(pathlib.Path("deploy").rglob("*.env")):
+    for name, value in re.findall(r"^(STRATA_TENANT|STRATA_TIMELINE)=(.*)$", env.read_text(), re.M):
+        if not re.fullmatch(r"[0-9a-f]{32}", value):
+            errors.append(f"{env}: {name}={value} is not 32 hex digits")
 
 for error in errors:
     print(error)
@@ -306,6 +325,8 @@ echo "tools ready after $((SECONDS - start)) s"
 root=$(make_systemd_root)
 for unit in safekeeper@1.service pageserver.service compute_ctl@main.service; do
   check "systemd-analyze verify $unit" verify_unit "$root" "$unit"
+  check "systemd-analyze security $unit: exposure at most $((max_exposure_tenths / 10)).$((max_exposure_tenths % 10))" \
+    unit_hardened "$root" "$unit"
 done
 check "shellcheck strata-wait-healthy check-deploy.sh" \
   shellcheck deploy/systemd/strata-wait-healthy scripts/check-deploy.sh

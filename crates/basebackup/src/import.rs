@@ -4,8 +4,25 @@
 //!
 //! The tar crosses the network, so nothing in it is trusted: every path is checked
 //! against the layout of a PostgreSQL 15 data directory, every size against its
-//! bounds, `pg_control` against its CRC. Files the pageserver has no use for are
-//! skipped deliberately (listed in [`classify`]); anything unexpected is an error.
+//! bounds (whole 8 KiB pages, at most a segment's worth, [`MAX_IMPORT_BYTES`] in all),
+//! `pg_control` against its CRC, two-phase files against theirs, and the archive must
+//! end with its end-of-archive marker.
+//!
+//! Imported: `PG_VERSION` (must say 15), `global/pg_control` (state must be
+//! `DB_SHUTDOWNED`), relation maps, every relation fork in `global/` and `base/<db>/`
+//! (FSM included), the CLOG and multixact SLRUs, `pg_twophase/*`.
+//!
+//! Skipped deliberately: `pg_wal` (the timeline starts after the checkpoint);
+//! configuration and logs (top-level `*.conf`, `*.log`, `strata_*`, `log/`,
+//! `postmaster.opts`, `postmaster.pid`: the compute writes its own); `pg_stat`,
+//! `pg_stat_tmp`, `pg_subtrans`, `pg_notify`, `pg_serial`, `pg_snapshots`,
+//! `pg_dynshmem` (emptied or rebuilt at startup); `pg_logical` and `pg_commit_ts` (no
+//! logical replication state or commit timestamps in a fresh cluster); relcache init
+//! files, `base/pgsql_tmp` and temporary relations.
+//!
+//! Refused: tablespaces (`pg_tblspc/*`), replication slots, a base backup's
+//! `backup_label`/`tablespace_map`/`backup_manifest`, symlinks and any other entry
+//! type but files and directories, and any file not listed above.
 
 use std::cell::Cell;
 use std::collections::{BTreeMap, BTreeSet};
@@ -185,13 +202,7 @@ fn parse_slru_segment(name: &str) -> Option<u32> {
     ((4..=6).contains(&name.len()) && format!("{n:04X}") == name).then_some(n)
 }
 
-/// What `path` is. Skipped deliberately: `pg_wal` (the timeline starts after the
-/// checkpoint), configuration and logs (top-level `*.conf`, `*.log`, `strata_*`,
-/// `log/`, `postmaster.opts`, `postmaster.pid`: the compute writes its own), statistics,
-/// `pg_subtrans`, `pg_notify`, `pg_serial`, `pg_snapshots`, `pg_dynshmem` (emptied or
-/// rebuilt at startup), `pg_logical` and `pg_commit_ts` (no logical replication state
-/// or commit timestamps in a fresh cluster), relcache init files, temporary files and
-/// relations. Refused: tablespaces, replication slots, a base backup's label.
+/// What `path` is; see the module documentation for what is skipped and refused.
 fn classify(path: &str, is_dir: bool) -> Result<Item, ImportError> {
     let parts: Vec<&str> = path.split('/').collect();
     let unknown = || ImportError::UnknownFile(path.to_string());

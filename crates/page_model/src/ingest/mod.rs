@@ -392,6 +392,12 @@ impl<'a> Cx<'a> {
     /// Creates the fork with `nblocks` blocks at this LSN.
     fn create_rel(&mut self, rel: RelTag, nblocks: u32) -> Result<RelSize, IngestError> {
         let (spc, db) = (rel.node.spc_node, rel.node.db_node);
+        // A database's relations in another tablespace live in a directory of their
+        // own, which no CREATE DATABASE record names: list it so that readers that
+        // walk the databases (keyspace, basebackup) find them.
+        if spc != read::GLOBAL_TABLESPACE {
+            self.add_database(spc, db)?;
+        }
         let mut dir = self.rel_dir(spc, db)?;
         if dir.insert((rel.node.rel_node, rel.fork)) {
             self.put_rel_dir(spc, db, &dir);

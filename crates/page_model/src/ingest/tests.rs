@@ -248,6 +248,27 @@ fn images_become_pages_at_the_end_lsn_and_extend_the_relation() {
     );
     let dir = read::rel_dir(&h.mem, 1663, 5, h.at()).unwrap();
     assert!(dir.contains(&(16384, ForkNumber::Main)));
+    // A relation in another tablespace makes its directory known.
+    let in_ts = Blk {
+        node: RelFileNode {
+            spc_node: 16500,
+            ..node(16390)
+        },
+        ..fpi(0, 16390, ForkNumber::Main, 0, page(1))
+    };
+    h.run(RmgrId::XLOG, rmgr::xlog::FPI, 0, &[in_ts], &[])
+        .unwrap();
+    let dbs = read::db_dir(&h.mem, h.at()).unwrap();
+    assert!(dbs.contains(&(16500, 5)), "{dbs:?}");
+    assert!(read::keyspace(&h.mem, h.at())
+        .unwrap()
+        .contains(&Key::RelSize(RelTag {
+            node: RelFileNode {
+                spc_node: 16500,
+                ..node(16390)
+            },
+            fork: ForkNumber::Main,
+        })));
     // A new (all-zero) page keeps pd_lsn 0.
     h.fpi(16384, ForkNumber::Main, 5, [0; BLCKSZ]);
     assert!(h.page(main, 5).iter().all(|&b| b == 0));

@@ -1,7 +1,9 @@
 //! Ingest the WAL of a real PostgreSQL 15 workload and compare what the model says
 //! with the files PostgreSQL wrote: every block of every main, VM and init fork of the
-//! relations created during the workload, the relation maps of a new database, and
-//! the CLOG and multixact entries of the workload's transactions.
+//! relations created during the workload and of a database created with FILE_COPY
+//! (from template1, imported at the start), both new databases' relation maps, and
+//! the CLOG and multixact entries of the workload's transactions. FSM forks are not
+//! compared: PostgreSQL does not WAL-log them and basebackups leave them out.
 
 // Test helpers outside #[test] fns: a failed step is a failed test.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -91,12 +93,67 @@ fn records(server: &PgServer, start: Lsn, end: Lsn) -> Vec<DecodedRecord> {
 }
 
 /// Seeds a store with the checkpoint at `start`, as an import would, and ingests.
+/// What an import of one database directory would store at `lsn`: the database,
+/// its relation map, and every fork's size and blocks as the files hold them.
+fn import_database(data: &Path, spc: u32, db: u32, lsn: Lsn) -> Vec<(Key, Value)> {
+    let dir = data.join(format!("base/{db}"));
+    let image = |bytes: Vec<u8>| Value::Image(bytes::Bytes::from(bytes));
+    let mut out = vec![
+        (
+            Key::DbDir,
+            image(read::encode_db_dir(&[(spc, db)].into()).to_vec()),
+        ),
+        (
+            Key::RelMap { spc, db },
+            image(fs::read(dir.join("pg_filenode.map")).unwrap()),
+        ),
+    ];
+    let mut rels = BTreeSet::new();
+    for entry in fs::read_dir(&dir).unwrap() {
+        let name = entry.unwrap().file_name().into_string().unwrap();
+        let (num, fork) = match name.split_once('_') {
+            Some((num, fork)) => (num, ForkNumber::from_name(fork)),
+            None => (name.as_str(), Some(ForkNumber::Main)),
+        };
+        let (Ok(rel_node), Some(fork)) = (num.parse::<u32>(), fork) else {
+            continue;
+        };
+        let bytes = fs::read(dir.join(&name)).unwrap();
+        let rel = RelTag {
+            node: RelFileNode {
+                spc_node: spc,
+                db_node: db,
+                rel_node,
+            },
+            fork,
+        };
+        for (blkno, page) in (0u32..).zip(bytes.chunks_exact(BLCKSZ)) {
+            out.push((Key::rel_block(rel, blkno), image(page.to_vec())));
+        }
+        let size = read::RelSize {
+            nblocks: (bytes.len() / BLCKSZ) as u32,
+            created_lsn: lsn,
+        };
+        out.push((Key::RelSize(rel), Value::Image(size.encode())));
+        rels.insert((rel_node, fork));
+    }
+    out.push((
+        Key::RelDir { spc, db },
+        Value::Image(read::encode_rel_dir(&rels)),
+    ));
+    out
+}
+
 fn ingest(
     records: &[DecodedRecord],
     start: Lsn,
     control: &ControlFileData,
+    import: Vec<(Key, Value)>,
 ) -> Result<Mem, IngestError> {
     let mut mem = Mem::default();
+    for (key, value) in import {
+        mem.0.insert((key, start), value);
+    }
     let cp = control.checkpoint_copy;
     mem.0.insert(
         (Key::Checkpoint, start),
@@ -473,6 +530,9 @@ fn ingest_matches_disk() {
     pg.checkpoint().unwrap();
     let start_control = control(&pg);
     let start = start_control.checkpoint;
+    // template1, imported as the timeline's base would be, so that CREATE DATABASE
+    // ... FILE_COPY has something to copy. Nothing writes to it during the workload.
+    let template1 = import_database(pg.data_dir(), read::DEFAULT_TABLESPACE, 1, start);
 
     pg.sql(WORKLOAD).unwrap();
     // Two sessions share a row lock: a multixact.
@@ -516,15 +576,13 @@ fn ingest_matches_disk() {
 
     let recs = records(&pg, start, end);
     assert!(recs.len() > 1000, "only {} records", recs.len());
-    let mem = ingest(&recs, start, &start_control).unwrap();
+    let mem = ingest(&recs, start, &start_control, template1).unwrap();
     let end = recs.last().unwrap().end_lsn;
     let data = pg.data_dir();
 
     // Relations created during the workload (an SMGR CREATE in the WAL we ingest):
     // the WAL_LOG database's copies of template1 are among them. The FILE_COPY
-    // database's copies are not: template1's relations exist since initdb, before the
-    // start LSN, so the model (which starts there without an import) copied an empty
-    // template; the table created in that database afterwards is compared.
+    // database's copies have no SMGR CREATE: they are compared below.
     let created = created_forks(&recs);
     assert!(
         created.iter().any(|n| n.db_node == filecopy),
@@ -548,6 +606,28 @@ fn ingest_matches_disk() {
         counts.exact + counts.masked > 1000 && counts.vm_pages > 0,
         "{counts:?}"
     );
+    // The FILE_COPY database: template1 as imported, copied at the record's LSN, then
+    // changed by the WAL.
+    let copied: BTreeSet<RelFileNode> =
+        read::rel_dir(&mem, read::DEFAULT_TABLESPACE, filecopy, end)
+            .unwrap()
+            .into_iter()
+            .map(|(rel_node, _)| RelFileNode {
+                spc_node: read::DEFAULT_TABLESPACE,
+                db_node: filecopy,
+                rel_node,
+            })
+            .collect();
+    assert!(copied.len() > 100, "{} relations in filecopy", copied.len());
+    let file_copy = compare_relations(&mem, data, end, &copied, &names, walcopy);
+    let map = read::relmap(&mem, read::DEFAULT_TABLESPACE, filecopy, end)
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        &map[..],
+        &fs::read(data.join(format!("base/{filecopy}/pg_filenode.map"))).unwrap()[..]
+    );
+
     // The native ops were exercised, not only images.
     let ops = |pred: fn(&NativeOp) -> bool| {
         mem.0
@@ -651,6 +731,7 @@ fn ingest_matches_disk() {
     eprintln!(
         "{} records; {} forks, {} pages identical, {} equal after masking hints ({} VM pages, {} of them \
          copied by WAL_LOG with bits cleared); \
+         FILE_COPY database: {} forks, {} pages identical, {} equal after masking; \
          {clog_checked} CLOG statuses, {} multixacts; {} live keys",
         recs.len(),
         counts.forks,
@@ -658,6 +739,9 @@ fn ingest_matches_disk() {
         counts.masked,
         counts.vm_pages,
         counts.vm_copied_clear,
+        file_copy.forks,
+        file_copy.exact,
+        file_copy.masked,
         m1 - m0,
         keys.len()
     );
@@ -678,7 +762,7 @@ fn missing_images_are_an_error_not_a_wrong_page() {
     let end = lsn_of(&pg.sql("SELECT pg_current_wal_flush_lsn()").unwrap());
     pg.sql("SELECT pg_switch_wal()").unwrap();
     let recs = records(&pg, start, end);
-    match ingest(&recs, start, &start_control) {
+    match ingest(&recs, start, &start_control, Vec::new()) {
         Err(e @ IngestError::MissingImage { .. }) => {
             let msg = e.to_string();
             assert!(msg.contains("Heap") && msg.contains("INSERT"), "{msg}");

@@ -10,7 +10,9 @@
 #                compute env files define every variable the unit and manifests use;
 #                when the daemons are built (cargo's target directory, or
 #                $STRATA_BIN_DIR), each starts on each example config and answers
-#                /health (skipped, and said so, when they are not)
+#                /health (skipped, and said so, when they are not); every command
+#                line in units, manifests and compose passes only flags the program's
+#                source defines
 #   kubernetes   `kubectl kustomize` of the base and of every overlay, piped to
 #                `kubernetes-validate --strict` (PyPI; ships the Kubernetes schemas)
 #   Dockerfile   parsed by BuildKit's parser (PyPI `dockerfile`); its stages, COPY
@@ -234,13 +236,19 @@ EOF
 
 # --- the daemons on the example configs -----------------------------------------------------
 
-# Where built daemons are: $STRATA_BIN_DIR, else the cargo target directory.
+# A built daemon: in $STRATA_BIN_DIR if set, else the newer of cargo's release and
+# debug builds (an old release build must not stand in for today's code).
 daemon_binary() {
-  local name=$1 dir
-  for dir in ${STRATA_BIN_DIR:-} "${CARGO_TARGET_DIR:-target}/release" "${CARGO_TARGET_DIR:-target}/debug"; do
-    [ -x "$dir/$name" ] && { echo "$dir/$name"; return 0; }
+  local name=$1 dir newest=""
+  if [ -n "${STRATA_BIN_DIR:-}" ]; then
+    [ -x "$STRATA_BIN_DIR/$name" ] && echo "$STRATA_BIN_DIR/$name"
+    return
+  fi
+  for dir in "${CARGO_TARGET_DIR:-target}/release" "${CARGO_TARGET_DIR:-target}/debug"; do
+    [ -x "$dir/$name" ] || continue
+    if [ -z "$newest" ] || [ "$dir/$name" -nt "$newest" ]; then newest=$dir/$name; fi
   done
-  return 1
+  [ -n "$newest" ] && echo "$newest"
 }
 
 free_port() {
@@ -297,12 +305,12 @@ compose_schema_valid() {
 
 # --- Dockerfile -------------------------------------------------------------------------
 
-# No Docker daemon here, so the image is not built. deploy/compose/check_dockerfile.py
+# No Docker daemon here, so the image is not built. deploy/checks/check_dockerfile.py
 # parses it with BuildKit's parser and checks stages, COPY sources and cargo
 # packages; the apt packages it lists must exist in Debian bookworm (the images'
 # distribution, and this machine's).
 dockerfile_sound() {
-  "$venv/bin/python" deploy/compose/check_dockerfile.py deploy/compose/Dockerfile \
+  "$venv/bin/python" deploy/checks/check_dockerfile.py deploy/compose/Dockerfile \
     >"$work/apt-packages" || return 1
   local missing=() package
   while read -r package; do
@@ -332,6 +340,8 @@ check "shellcheck strata-wait-healthy check-deploy.sh" \
   shellcheck deploy/systemd/strata-wait-healthy scripts/check-deploy.sh
 check "strata-wait-healthy waits for /health 200 and the status file" wait_healthy_behaves
 check "example configs use only the daemons' documented keys" configs_known
+check "every invocation passes only flags the program has (from its source)" \
+  "$venv/bin/python" deploy/checks/check_invocations.py
 for daemon in safekeeper pageserver; do
   if binary=$(daemon_binary "$daemon"); then
     check "$daemon ($binary) serves /health on every example config" \

@@ -1,6 +1,6 @@
 """Checks a Dockerfile without building it (scripts/check-deploy.sh runs this).
 
-Usage: python check_dockerfile.py DOCKERFILE (from the repository root, the build
+Usage: python deploy/checks/check_dockerfile.py DOCKERFILE (from the repository root, the build
 context). Parses with BuildKit's own parser (PyPI `dockerfile`), then checks that every
 `COPY --from` names an earlier stage, every COPY source exists in the context and is
 not excluded by DOCKERFILE.dockerignore, and every `cargo build -p` names a workspace

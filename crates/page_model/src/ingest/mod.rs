@@ -991,6 +991,7 @@ impl<'a> Cx<'a> {
                         r.u32("endTruncMemb")?,
                     ))
                 })();
+                // startTruncOff is "just for completeness" (multixact.h): redo ignores it.
                 let (oldest_db, _start_off, end_off, start_memb, end_memb) =
                     fields.map_err(|t| self.truncated(t))?;
                 self.st.checkpoint.oldest_multi = end_off;

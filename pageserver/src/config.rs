@@ -50,6 +50,11 @@ image_layer_after_deltas = 3
 # freshly initialised PostgreSQL 15 data directory is about 40 MB.
 max_import_bytes = 1073741824
 
+# How long a WAL stream may deliver nothing, while another safekeeper reports a higher
+# commit LSN, before the walreceiver switches to that one, in milliseconds
+# (--wal-stall-timeout-ms).
+wal_stall_timeout_ms = 10000
+
 # The safekeepers WAL is streamed from, one table each (repeat for every safekeeper):
 # id, gRPC address (for their commit LSN), PostgreSQL replication address.
 # [[safekeepers]]
@@ -81,6 +86,7 @@ pub struct Config {
     pub checkpoint_distance: u64,
     pub image_layer_after_deltas: u32,
     pub max_import_bytes: u64,
+    pub wal_stall_timeout: Duration,
     pub safekeepers: Vec<SafekeeperConfig>,
 }
 
@@ -95,6 +101,7 @@ impl Default for Config {
             checkpoint_distance: 64 << 20,
             image_layer_after_deltas: 3,
             max_import_bytes: 1 << 30,
+            wal_stall_timeout: crate::walreceiver::limits::DEFAULT_WAL_STALL_TIMEOUT,
             safekeepers: Vec::new(),
         }
     }
@@ -112,6 +119,7 @@ struct FileConfig {
     checkpoint_distance: Option<u64>,
     image_layer_after_deltas: Option<u32>,
     max_import_bytes: Option<u64>,
+    wal_stall_timeout_ms: Option<u64>,
     safekeepers: Option<Vec<SafekeeperConfig>>,
 }
 
@@ -142,6 +150,9 @@ pub struct Overrides {
     /// Largest ImportTimeline tar accepted, in bytes.
     #[arg(long)]
     pub max_import_bytes: Option<u64>,
+    /// How long a WAL stream may stall before switching safekeepers, in milliseconds.
+    #[arg(long)]
+    pub wal_stall_timeout_ms: Option<u64>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -219,6 +230,10 @@ impl Config {
                 .max_import_bytes
                 .or(file.max_import_bytes)
                 .unwrap_or(default.max_import_bytes),
+            wal_stall_timeout: flags
+                .wal_stall_timeout_ms
+                .or(file.wal_stall_timeout_ms)
+                .map_or(default.wal_stall_timeout, Duration::from_millis),
             safekeepers: file.safekeepers.unwrap_or(default.safekeepers),
         }
     }
@@ -234,6 +249,9 @@ impl Config {
         if self.max_import_bytes == 0 {
             return invalid("max_import_bytes", "at least 1");
         }
+        if self.wal_stall_timeout.is_zero() {
+            return invalid("wal_stall_timeout_ms", "at least 1");
+        }
         Ok(self)
     }
 }
@@ -246,10 +264,22 @@ fn parse_error(path: &Path, text: &str, error: &toml::de::Error) -> ConfigError 
         .take(offset)
         .filter(|&&b| b == b'\n')
         .count();
+    let mut message = error.message().replace('\n', " ");
+    // toml names the key of an unknown field but not of a value of the wrong type: add
+    // the key of the offending line when the message lacks it.
+    let key = text
+        .lines()
+        .nth(line - 1)
+        .and_then(|l| l.split_once('='))
+        .map(|(key, _)| key.trim())
+        .filter(|key| !key.is_empty() && !message.contains(key));
+    if let Some(key) = key {
+        message = format!("{key}: {message}");
+    }
     ConfigError::Parse {
         path: path.to_owned(),
         line,
-        message: error.message().replace('\n', " "),
+        message,
     }
 }
 
@@ -278,6 +308,7 @@ mod tests {
             "checkpoint_distance = ",
             "image_layer_after_deltas = ",
             "max_import_bytes = ",
+            "wal_stall_timeout_ms = ",
             "[[safekeepers]]",
         ] {
             assert!(DEFAULT_CONFIG_TOML.contains(key), "{key} undocumented");

@@ -45,11 +45,17 @@ pub async fn run(
 ) {
     let span = timeline_span(timeline.id());
     async move {
+        // The first pass runs at once: a timeline just imported or reopened may already
+        // hold more than a freeze's worth, or enough deltas for an image.
+        let mut first = true;
         loop {
-            tokio::select! {
-                () = timeline.layer_work() => {}
-                _ = shutdown.wait_for(|stop| *stop) => return,
+            if !first {
+                tokio::select! {
+                    () = timeline.layer_work() => {}
+                    _ = shutdown.wait_for(|stop| *stop) => return,
+                }
             }
+            first = false;
             let t = timeline.clone();
             match tokio::task::spawn_blocking(move || maintain(&t, policy)).await {
                 Ok(Ok(())) => {}
@@ -140,6 +146,87 @@ const _: () = assert!(KEY_LEN == page_model::KEY_LEN);
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::metrics::Metrics;
+    use crate::timeline::TimelineMeta;
+    use crate::timelines::Timelines;
+    use bytes::Bytes;
+    use page_model::read::{encode_db_dir, encode_rel_dir, RelSize};
+    use page_model::Value;
+    use postgres_wal::{ForkNumber, RelFileNode, RelTag, WalSegmentSize};
+    use std::collections::BTreeSet;
+    use strata_ids::{TenantId, TenantTimelineId, TimelineId};
+
+    #[test]
+    fn image_layer_holds_what_the_deltas_reconstruct() {
+        let dir = tempfile::tempdir().unwrap();
+        let timelines =
+            Timelines::open(dir.path(), 1, Metrics::new().unwrap(), Box::new(|_| {})).unwrap();
+        let start = Lsn(0x0100_0028);
+        let rel = RelTag {
+            node: RelFileNode {
+                spc_node: 1663,
+                db_node: 5,
+                rel_node: 16384,
+            },
+            fork: ForkNumber::Main,
+        };
+        let page = |b: u8| Value::Image(Bytes::from(vec![b; postgres_wal::BLCKSZ]));
+        let values = vec![
+            (
+                Key::DbDir,
+                Value::Image(encode_db_dir(&BTreeSet::from([(1663, 5)]))),
+            ),
+            (
+                Key::RelDir { spc: 1663, db: 5 },
+                Value::Image(encode_rel_dir(&BTreeSet::from([(16384, ForkNumber::Main)]))),
+            ),
+            (
+                Key::RelSize(rel),
+                Value::Image(
+                    RelSize {
+                        nblocks: 3,
+                        created_lsn: start,
+                    }
+                    .encode(),
+                ),
+            ),
+            (Key::rel_block(rel, 0), page(1)),
+            (Key::rel_block(rel, 2), page(3)),
+        ];
+        let meta = TimelineMeta {
+            system_id: 1,
+            pg_version: 15,
+            wal_segment_size: WalSegmentSize::new(16 << 20).unwrap(),
+            start_lsn: start,
+            data_checksums: false,
+        };
+        let id = TenantTimelineId {
+            tenant_id: TenantId(1),
+            timeline_id: TimelineId(1),
+        };
+        let (timeline, _) = timelines.create_timeline(id, meta, values).unwrap();
+        let policy = LayerPolicy {
+            image_layer_after_deltas: 1,
+        };
+        // checkpoint_distance 1: the first pass freezes, and one delta calls for an image.
+        maintain(&timeline, policy).unwrap();
+        let kinds: Vec<LayerKind> = timeline.store().layers().iter().map(|l| l.kind).collect();
+        assert_eq!(kinds, vec![LayerKind::Image, LayerKind::Delta]);
+        // Nothing more is due.
+        maintain(&timeline, policy).unwrap();
+        assert_eq!(timeline.store().layers().len(), 2);
+        for (blkno, fill) in [(0, 1u8), (1, 0), (2, 3)] {
+            let read = read::rel_page(timeline.as_ref(), rel, blkno, start).unwrap();
+            assert_eq!(read, vec![fill; postgres_wal::BLCKSZ], "block {blkno}");
+        }
+        // Every block, the never-written one too, is in the image layer.
+        let versions = timeline
+            .store()
+            .versions(&Key::rel_block(rel, 1).encode(), 0, start.0)
+            .unwrap();
+        assert_eq!(versions.len(), 1);
+        assert!(versions[0].will_init);
+    }
 
     fn layer(kind: LayerKind, lsn_start: u64, lsn_end: u64) -> LayerInfo {
         LayerInfo {

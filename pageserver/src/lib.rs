@@ -15,6 +15,8 @@
 //! - [`limits`]: every bound of the daemon.
 
 pub mod config;
+pub mod daemon;
+pub mod grpc;
 pub mod http;
 pub mod layers;
 pub mod limits;

@@ -129,6 +129,7 @@ pub type OnOpen = Box<dyn Fn(&Arc<Timeline>) + Send + Sync>;
 
 /// Every tenant and its open timelines.
 pub struct Timelines {
+    data_dir: PathBuf,
     root: PathBuf,
     checkpoint_distance: u64,
     metrics: Metrics,
@@ -166,6 +167,7 @@ impl Timelines {
         let root = data_dir.join(TENANTS_DIR);
         std::fs::create_dir_all(&root).map_err(io_error("creating", &root))?;
         let timelines = Timelines {
+            data_dir: data_dir.to_owned(),
             root,
             checkpoint_distance,
             metrics,
@@ -245,6 +247,12 @@ impl Timelines {
             .map_err(|source| TimelinesError::Store { id, source })?;
         Timeline::open(id, meta, store, self.metrics.timeline(id))
             .map_err(|source| TimelinesError::Timeline { id, source })
+    }
+
+    /// The daemon's data directory (scratch files such as import spools go here, on
+    /// the same disk as the timelines).
+    pub fn data_dir(&self) -> &Path {
+        &self.data_dir
     }
 
     pub fn len(&self) -> usize {

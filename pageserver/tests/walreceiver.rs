@@ -1,0 +1,242 @@
+//! The walreceiver against real processes: three safekeepers fed by a real compute
+//! (`compute_ctl` and stock PostgreSQL 15), and the `pageserver` binary ingesting, all
+//! started as `strata up` starts them (`local_cluster`). Needs the daemons' binaries
+//! beside the test (`cargo build --bins`, as `scripts/test.sh` does first).
+//!
+//! Under a steady insert workload: the safekeeper streamed from is killed (-9) and
+//! ingest carries on from another one; then the pageserver is killed (-9) mid-ingest
+//! and restarted, and resumes at its last_record_lsn. At the end the pageserver has
+//! everything the compute flushed, ingest never stopped (a record stored twice would
+//! stop it: commits refuse values at or below last_record_lsn), and a stock
+//! PostgreSQL started from the pageserver's basebackup holds exactly the compute's
+//! rows.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod support;
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use local_cluster::{send_signal, Binaries, ClusterSpec, LocalCluster, Signal};
+use pg_harness::{PgBin, PgConfig, PgServer};
+use postgres_wal::Lsn;
+use strata_ids::TenantTimelineId;
+use strata_proto::pageserver as pb;
+use strata_proto::pageserver::pageserver_client::PageserverClient;
+use support::{basebackup, request, WAIT};
+use tonic::transport::Channel;
+
+const POLL: Duration = Duration::from_millis(100);
+
+/// Stops the cluster's daemons however the test ends.
+struct Down<'a>(&'a LocalCluster);
+
+impl Drop for Down<'_> {
+    fn drop(&mut self) {
+        if let Err(error) = self.0.down() {
+            eprintln!("strata down: {error}");
+        }
+    }
+}
+
+fn psql(bin: &PgBin, connstr: &str, sql: &str) -> String {
+    let output = bin.psql(connstr).args(["-c", sql]).output().unwrap();
+    assert!(
+        output.status.success(),
+        "psql {sql}: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8(output.stdout).unwrap().trim().to_owned()
+}
+
+async fn status(client: &mut PageserverClient<Channel>, id: TenantTimelineId) -> pb::TimelineInfo {
+    client
+        .timeline_status(request(id))
+        .await
+        .unwrap()
+        .into_inner()
+}
+
+async fn connect(cluster: &LocalCluster) -> PageserverClient<Channel> {
+    let addr = cluster
+        .pageserver_grpc_addr()
+        .expect("the cluster has a pageserver");
+    let deadline = Instant::now() + WAIT;
+    loop {
+        match PageserverClient::connect(format!("http://{addr}")).await {
+            Ok(client) => return client,
+            Err(error) if Instant::now() > deadline => panic!("pageserver at {addr}: {error}"),
+            Err(_) => tokio::time::sleep(POLL).await,
+        }
+    }
+}
+
+/// Waits until `done` holds for the timeline's status; returns that status.
+async fn wait_for(
+    client: &mut PageserverClient<Channel>,
+    id: TenantTimelineId,
+    what: &str,
+    done: impl Fn(&pb::TimelineInfo) -> bool,
+) -> pb::TimelineInfo {
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let info = status(client, id).await;
+        assert!(
+            !info.state.starts_with("stopped"),
+            "ingest stopped while waiting for {what}: {}",
+            info.state
+        );
+        if done(&info) {
+            return info;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "timed out waiting for {what}: {info:?}"
+        );
+        tokio::time::sleep(POLL).await;
+    }
+}
+
+fn unpack(tar: &[u8], dir: &Path) -> Result<(), Box<dyn std::error::Error>> {
+    tar::Archive::new(tar).unpack(dir)?;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn ingest_survives_safekeeper_and_pageserver_kills() {
+    let bin = PgBin::locate().unwrap();
+    let binaries = Binaries::locate()
+        .expect("the daemons' binaries beside the test: run `cargo build --bins` first");
+    // Under /tmp, mode 0755: PostgreSQL runs as `postgres` when the tests run as root.
+    let tmp = tempfile::Builder::new()
+        .prefix("strata-walreceiver-")
+        .tempdir_in("/tmp")
+        .unwrap();
+    std::fs::set_permissions(tmp.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let spec = ClusterSpec {
+        safekeepers: Some(3),
+        ..ClusterSpec::default()
+    };
+    let (cluster, _) = LocalCluster::open_or_create(&tmp.path().join("cluster"), &spec).unwrap();
+    let _down = Down(&cluster);
+    let connstr = cluster.up(&binaries, &mut |_| {}).unwrap().connstr;
+    let config = cluster.config().clone();
+    let id = TenantTimelineId {
+        tenant_id: config.tenant_id,
+        timeline_id: config.timeline_id,
+    };
+    let mut client = connect(&cluster).await;
+
+    psql(
+        &bin,
+        &connstr,
+        "CREATE TABLE t (id bigint PRIMARY KEY, v text)",
+    );
+    // A steady stream of small commits, each waiting for a quorum of safekeepers.
+    let stop = Arc::new(AtomicBool::new(false));
+    let workload = {
+        let (bin, connstr, stop) = (bin.clone(), connstr.clone(), stop.clone());
+        std::thread::spawn(move || {
+            let mut batches = 0u64;
+            while !stop.load(Ordering::Relaxed) {
+                let first = batches * 100 + 1;
+                psql(
+                    &bin,
+                    &connstr,
+                    &format!(
+                        "INSERT INTO t SELECT g, repeat(md5(g::text), 8) \
+                         FROM generate_series({first}, {}) g",
+                        first + 99
+                    ),
+                );
+                batches += 1;
+            }
+            batches
+        })
+    };
+
+    // 1. Kill the safekeeper the pageserver streams from: it goes on from another.
+    let first = wait_for(&mut client, id, "a WAL source", |i| {
+        !i.wal_source.is_empty()
+    })
+    .await;
+    let streamed = config
+        .safekeepers
+        .iter()
+        .find(|sk| first.wal_source.ends_with(&format!(":{}", sk.pg_port)))
+        .unwrap_or_else(|| {
+            panic!(
+                "wal_source {} is no safekeeper of the cluster",
+                first.wal_source
+            )
+        });
+    let killed_at = status(&mut client, id).await.last_record_lsn;
+    assert!(send_signal(
+        cluster.safekeeper_pid(streamed.id).unwrap(),
+        Signal::Kill
+    ));
+    let switched = wait_for(&mut client, id, "another WAL source", |i| {
+        !i.wal_source.is_empty()
+            && i.wal_source != first.wal_source
+            && i.last_record_lsn > killed_at
+    })
+    .await;
+    eprintln!(
+        "safekeeper {} killed at {}; streaming from {} at {}",
+        streamed.id,
+        Lsn(killed_at),
+        switched.wal_source,
+        Lsn(switched.last_record_lsn)
+    );
+
+    // 2. Kill the pageserver mid-ingest, let the compute go on, restart everything.
+    assert!(send_signal(cluster.pageserver_pid().unwrap(), Signal::Kill));
+    let before_restart = Lsn(switched.last_record_lsn);
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    cluster.up(&binaries, &mut |_| {}).unwrap();
+    let mut client = connect(&cluster).await;
+    let resumed = status(&mut client, id).await;
+    assert!(
+        resumed.last_record_lsn >= before_restart.0,
+        "the restarted pageserver lost committed WAL: {} < {before_restart}",
+        Lsn(resumed.last_record_lsn)
+    );
+    wait_for(&mut client, id, "ingest after the restart", |i| {
+        i.last_record_lsn > resumed.last_record_lsn
+    })
+    .await;
+
+    stop.store(true, Ordering::Relaxed);
+    let batches = workload.join().unwrap();
+    assert!(batches > 0);
+    let flushed: Lsn = psql(&bin, &connstr, "SELECT pg_current_wal_flush_lsn()")
+        .parse()
+        .unwrap();
+    let caught_up = wait_for(&mut client, id, "the compute's flush LSN", |i| {
+        i.last_record_lsn >= flushed.0
+    })
+    .await;
+    assert_eq!(caught_up.state, "ingesting");
+
+    // Everything the compute committed is there, once.
+    let query = "SELECT count(*), sum(id), md5(string_agg(v, ',' ORDER BY id)) FROM t";
+    let expected = psql(&bin, &connstr, query);
+    let (_, tar) = basebackup(&mut client, id, caught_up.last_record_lsn)
+        .await
+        .unwrap();
+    let server = PgServer::start_from(PgConfig::new(), |dir| unpack(&tar, dir))
+        .expect("PostgreSQL starts from the pageserver's basebackup");
+    assert_eq!(server.sql(query).unwrap(), expected);
+    assert!(
+        expected.starts_with(&format!("{}|", batches * 100)),
+        "{expected}"
+    );
+
+    let log = std::fs::read_to_string(cluster.pageserver_log()).unwrap();
+    let errors: Vec<&str> = log.lines().filter(|l| l.contains(" ERROR ")).collect();
+    assert!(errors.is_empty(), "pageserver errors: {errors:#?}");
+}

@@ -300,7 +300,37 @@ impl LayerStore {
                 }
             }
         }
-        Ok(found.newest_first())
+        // An image layer holds every key that existed at its LSN in its key range (it is
+        // written from the live key space), so a key it lacks did not exist then:
+        // versions at or below that LSN must not be read, or a dropped key would come
+        // back.
+        let mut versions = found.newest_first();
+        if let Some(absent_at) = self.absent_in_image_layer(&layers, key, since, at)? {
+            versions.retain(|v| v.lsn > absent_at);
+        }
+        Ok(versions)
+    }
+
+    /// The highest LSN in `[since, at]` of an image layer whose key range holds `key`
+    /// but which does not hold it.
+    fn absent_in_image_layer(
+        &self,
+        layers: &[Arc<Layer>],
+        key: &[u8; KEY_LEN],
+        since: u64,
+        at: u64,
+    ) -> Result<Option<u64>, StoreError> {
+        for layer in layers.iter().filter(|l| l.covers(key, since, at)) {
+            if layer.info.kind != LayerKind::Image {
+                continue;
+            }
+            let lsn = layer.info.lsn_end;
+            if layer.reader()?.range(key, lsn, lsn).is_empty() {
+                // Newest first: the first such layer is the highest.
+                return Ok(Some(lsn));
+            }
+        }
+        Ok(None)
     }
 
     fn open_layer_versions(

@@ -1,6 +1,6 @@
 //! Tests of the store through its API, including crash points and damaged files.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -166,7 +166,7 @@ fn versions_span_the_open_layer_and_several_layers() {
 }
 
 #[test]
-fn an_image_layer_ends_the_walk_for_the_keys_it_holds() {
+fn an_image_layer_ends_the_walk_for_every_key_in_its_range() {
     let dir = tempfile::tempdir().unwrap();
     let store = open(dir.path());
     let entries = vec![
@@ -201,7 +201,10 @@ fn an_image_layer_ends_the_walk_for_the_keys_it_holds() {
         check(store, 1, 0, MAX_LSN, &[(30, false), (25, true)]);
         check(store, 1, 0, 24, &[(20, false), (10, true)]);
         check(store, 1, 26, MAX_LSN, &[(30, false)]);
-        check(store, 2, 0, MAX_LSN, &[(30, false), (10, true)]);
+        // Key 2 is in the image layer's key range but not in it: it did not exist at
+        // 25, so its older versions are not read past the image layer.
+        check(store, 2, 0, MAX_LSN, &[(30, false)]);
+        check(store, 2, 0, 24, &[(10, true)]);
         check(store, 3, 0, MAX_LSN, &[(25, true)]);
     };
     check_all(&store);
@@ -526,14 +529,24 @@ fn op() -> impl Strategy<Value = Op> {
 }
 
 /// The expected answer from a model of all versions ever stored.
+/// `absent`: (key, LSN) of keys inside an image layer's key range but not in it (they
+/// did not exist at that LSN): a walk stops there.
 fn model_versions(
     model: &BTreeMap<(u16, u64), (bool, Bytes)>,
+    absent: &BTreeSet<(u16, u64)>,
     k: u16,
     since: u64,
     at: u64,
 ) -> Vec<Version> {
+    let stop = absent
+        .range((k, since)..=(k, at))
+        .next_back()
+        .map(|&(_, l)| l);
     let mut out = Vec::new();
     for (&(_, lsn), (will_init, value)) in model.range((k, since)..=(k, at)).rev() {
+        if stop.is_some_and(|s| lsn < s) {
+            break;
+        }
         out.push(Version {
             lsn,
             will_init: *will_init,
@@ -554,6 +567,7 @@ proptest! {
         let dir = tempfile::tempdir().unwrap();
         let mut store = open(dir.path());
         let mut model: BTreeMap<(u16, u64), (bool, Bytes)> = BTreeMap::new();
+        let mut absent: BTreeSet<(u16, u64)> = BTreeSet::new();
         let mut lsn = 1u64;
         for op in ops {
             match op {
@@ -572,6 +586,12 @@ proptest! {
                     lsn += 1;
                     let at = lsn;
                     store.write_image_layer(at, keys.iter().map(|&k| (key(k), value(k, at).to_vec()))).unwrap();
+                    let (first, last) = (keys[0], keys[keys.len() - 1]);
+                    for k in first..=last {
+                        if !keys.contains(&k) {
+                            absent.insert((k, at));
+                        }
+                    }
                     for k in keys {
                         model.insert((k, at), (true, value(k, at)));
                     }
@@ -592,7 +612,7 @@ proptest! {
         }
         for (k, a, b) in probes {
             let (since, at) = (a.min(b), a.max(b));
-            prop_assert_eq!(store.versions(&key(k), since, at).unwrap(), model_versions(&model, k, since, at));
+            prop_assert_eq!(store.versions(&key(k), since, at).unwrap(), model_versions(&model, &absent, k, since, at));
         }
     }
 }

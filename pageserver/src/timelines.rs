@@ -533,4 +533,46 @@ mod tests {
             Err(TimelinesError::TenantNotFound(_))
         ));
     }
+
+    #[tokio::test]
+    async fn lsn_waits_end_on_arrival_timeout_or_stop() {
+        use crate::timeline::{IngestState, WaitLsnError};
+        use std::time::Duration;
+        let dir = tempfile::tempdir().unwrap();
+        let timelines = open(dir.path());
+        let id = TenantTimelineId {
+            tenant_id: TenantId(1),
+            timeline_id: TimelineId(2),
+        };
+        let (timeline, _) = timelines.create_timeline(id, meta(), Vec::new()).unwrap();
+        let start = meta().start_lsn;
+        let short = Duration::from_millis(50);
+        timeline.wait_lsn(start, short).await.unwrap();
+        let later = Lsn(start.0 + 0x100);
+        assert!(matches!(
+            timeline.wait_lsn(later, short).await,
+            Err(WaitLsnError::Timeout { .. })
+        ));
+        let waiter = {
+            let timeline = timeline.clone();
+            tokio::spawn(async move { timeline.wait_lsn(later, Duration::from_secs(30)).await })
+        };
+        let committer = timeline.clone();
+        tokio::task::spawn_blocking(move || committer.commit(Batch::new(), later))
+            .await
+            .unwrap()
+            .unwrap();
+        waiter.await.unwrap().unwrap();
+        timeline.set_ingest_state(IngestState::Stopped("no redo for the record at 0/1".into()));
+        let started = std::time::Instant::now();
+        assert!(matches!(
+            timeline
+                .wait_lsn(Lsn(later.0 + 8), Duration::from_secs(30))
+                .await,
+            Err(WaitLsnError::Stopped { .. })
+        ));
+        assert!(started.elapsed() < Duration::from_secs(5));
+        // What was ingested stays readable.
+        timeline.wait_lsn(later, short).await.unwrap();
+    }
 }

@@ -168,8 +168,55 @@ async fn import_basebackup_pages_errors_and_restart() {
         assert_eq!(size.blocks as usize, nblocks, "{relation}");
         assert_eq!(size.lsn, start_lsn);
     }
-    // Past the end: a zero page.
+    // Several requests on one stream, answered in order; later ones may leave the ids
+    // empty, and a failing one does not end the stream.
     let (spc, db, relnode, _) = relation_file(&server, "pg_class");
+    let requests: Vec<pb::GetPagesRequest> = [
+        (1, true, 0u32),
+        (2, false, 4_000_000_000),
+        (3, false, relnode),
+    ]
+    .into_iter()
+    .map(|(request_id, named, rel_number)| pb::GetPagesRequest {
+        tenant_id: if named {
+            id.tenant_id.to_string()
+        } else {
+            String::new()
+        },
+        timeline_id: if named {
+            id.timeline_id.to_string()
+        } else {
+            String::new()
+        },
+        request_id,
+        lsn: 0,
+        rel: Some(rel(
+            spc,
+            db,
+            if request_id == 1 { relnode } else { rel_number },
+        )),
+        block_numbers: vec![0, 1],
+    })
+    .collect();
+    let mut responses = client
+        .get_pages(tokio_stream::iter(requests))
+        .await
+        .unwrap()
+        .into_inner();
+    let mut codes = Vec::new();
+    while let Some(response) = responses.message().await.unwrap() {
+        codes.push((
+            response.request_id,
+            response.status_code,
+            response.pages.len(),
+        ));
+    }
+    assert_eq!(
+        codes,
+        vec![(1, 0, 2), (2, Code::NotFound as i32, 0), (3, 0, 2)]
+    );
+
+    // Past the end: a zero page.
     let response = get_pages(&mut client, id, 0, rel(spc, db, relnode), vec![100_000]).await;
     assert_eq!(response.status_code, 0, "{}", response.status_message);
     assert_eq!(response.pages[0], vec![0u8; BLCKSZ]);

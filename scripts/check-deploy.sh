@@ -14,7 +14,9 @@
 #                line in units, manifests and compose passes only flags the program's
 #                source defines
 #   kubernetes   `kubectl kustomize` of the base and of every overlay, piped to
-#                `kubernetes-validate --strict` (PyPI; ships the Kubernetes schemas)
+#                `kubernetes-validate --strict` (PyPI; ships the Kubernetes schemas),
+#                then deploy/checks/check_references.py: selectors, ConfigMaps,
+#                Secrets and named ports refer to what is rendered
 #   Dockerfile   parsed by BuildKit's parser (PyPI `dockerfile`); its stages, COPY
 #                sources, cargo packages and apt packages exist (the image is not
 #                built: no Docker daemon here)
@@ -284,13 +286,16 @@ daemon_accepts_configs() {
 
 # --- kubernetes --------------------------------------------------------------------------
 
+# The base leaves the object storage Secret to the operator; overlays must render it.
 kustomize_valid() {
-  local dir=$1 rendered=$work/rendered.yaml version
+  local dir=$1 rendered=$work/rendered.yaml version external=()
+  [ "$dir" = deploy/kubernetes/base ] && external=(--external-secret strata-object-storage)
   "$venv/bin/kubectl" kustomize "$dir" >"$rendered" || return 1
   [ -s "$rendered" ] || { echo "kustomize rendered nothing"; return 1; }
   for version in "${kubernetes_versions[@]}"; do
     "$venv/bin/kubernetes-validate" --strict --quiet -k "$version" "$rendered" || return 1
   done
+  "$venv/bin/python" deploy/checks/check_references.py "${external[@]}" <"$rendered"
 }
 
 # --- compose -----------------------------------------------------------------------------
@@ -352,7 +357,7 @@ for daemon in safekeeper pageserver; do
 done
 for dir in deploy/kubernetes/base deploy/kubernetes/overlays/*/; do
   dir=${dir%/}
-  check "kubectl kustomize $dir | kubernetes-validate --strict (${kubernetes_versions[*]})" \
+  check "kubectl kustomize $dir | kubernetes-validate --strict (${kubernetes_versions[*]}), references" \
     kustomize_valid "$dir"
 done
 check "Dockerfile: BuildKit's parser, stages, COPY sources, cargo and apt packages" dockerfile_sound

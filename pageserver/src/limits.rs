@@ -6,6 +6,11 @@ use std::time::Duration;
 /// Most timelines one pageserver holds; each has an open RocksDB and tasks.
 pub const MAX_TIMELINES: usize = 1024;
 
+/// How many freezes' worth (`checkpoint_distance`) a timeline's open layer may hold
+/// before a commit freezes it itself instead of leaving that to the layer task: bounds
+/// the open layer when the layer task falls behind ingest.
+pub const OPEN_LAYER_BACKLOG_FREEZES: u64 = 2;
+
 /// Largest gRPC message the server decodes or encodes: a GetPages response of
 /// [`MAX_BLOCKS_PER_GETPAGES_REQUEST`] pages, or an SLRU segment (32 pages), with room
 /// for fields.

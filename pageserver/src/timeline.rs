@@ -22,6 +22,7 @@ use postgres_wal::{Lsn, WalSegmentSize};
 use strata_ids::TenantTimelineId;
 use tokio::sync::{watch, Notify};
 
+use crate::limits::OPEN_LAYER_BACKLOG_FREEZES;
 use crate::metrics::TimelineMetrics;
 
 /// What a timeline was created from; fixed for its life (`timeline.json`).
@@ -173,6 +174,9 @@ pub struct Timeline {
     commit_lock: Mutex<()>,
     /// Woken after each commit: the layer task checks whether to freeze or image.
     layer_work: Notify,
+    /// Open-layer size at which a commit freezes it itself, because the layer task has
+    /// fallen that far behind (see [`OPEN_LAYER_BACKLOG_FREEZES`]).
+    max_open_layer_bytes: u64,
     metrics: TimelineMetrics,
 }
 
@@ -182,6 +186,7 @@ impl Timeline {
         id: TenantTimelineId,
         meta: TimelineMeta,
         store: LayerStore,
+        checkpoint_distance: u64,
         metrics: TimelineMetrics,
     ) -> Result<Timeline, TimelineError> {
         let last_record_lsn = decode_meta(&store.meta()?.ok_or(TimelineError::MissingMeta)?)?;
@@ -204,6 +209,7 @@ impl Timeline {
             progress,
             commit_lock: Mutex::new(()),
             layer_work: Notify::new(),
+            max_open_layer_bytes: checkpoint_distance.saturating_mul(OPEN_LAYER_BACKLOG_FREEZES),
             metrics,
         })
     }
@@ -291,7 +297,8 @@ impl Timeline {
 
     /// Stores `batch` (every value at an LSN in `(last_record_lsn, new]`) and advances
     /// `last_record_lsn` to `new`, the end of the last record the batch covers.
-    /// Blocking (the store syncs its log): call it from `spawn_blocking` or a thread.
+    /// Blocking (the store syncs its log, and freezes the open layer itself when the
+    /// layer task has fallen behind): call it from `spawn_blocking` or a thread.
     pub fn commit(&self, batch: Batch, new: Lsn) -> Result<(), TimelineError> {
         // A poisoned lock only means another commit panicked; the store itself is
         // consistent (its writes are atomic), so carrying on is safe.
@@ -310,6 +317,22 @@ impl Timeline {
         self.store.put_batch(&entries, &encode_meta(new))?;
         self.progress.send_modify(|p| p.last_record_lsn = new);
         self.metrics.set_lsns(new);
+        if self.store.open_layer_bytes() >= self.max_open_layer_bytes {
+            // The layer task fell behind: ingest pays for one freeze rather than letting
+            // the open layer (and every read's walk through it) grow without bound.
+            // The batch is committed whatever happens here: a failed freeze loses
+            // nothing (the open layer keeps the entries) and is retried.
+            match self.store.freeze(false) {
+                Ok(Some(_)) => self.metrics.set_layers(&self.store.layers()),
+                Ok(None) => {}
+                Err(error) => tracing::error!(
+                    tenant_id = %self.id.tenant_id,
+                    timeline_id = %self.id.timeline_id,
+                    %error,
+                    "freezing the open layer failed"
+                ),
+            }
+        }
         self.layer_work.notify_one();
         Ok(())
     }

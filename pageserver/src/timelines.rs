@@ -245,8 +245,14 @@ impl Timelines {
         let meta = file.into_meta(&path)?;
         let store = LayerStore::open(&dir.join(LAYERS_DIR), self.store_config())
             .map_err(|source| TimelinesError::Store { id, source })?;
-        Timeline::open(id, meta, store, self.metrics.timeline(id))
-            .map_err(|source| TimelinesError::Timeline { id, source })
+        Timeline::open(
+            id,
+            meta,
+            store,
+            self.checkpoint_distance,
+            self.metrics.timeline(id),
+        )
+        .map_err(|source| TimelinesError::Timeline { id, source })
     }
 
     /// The daemon's data directory (scratch files such as import spools go here, on

@@ -16,6 +16,7 @@ use postgres_wal::Lsn;
 use tokio::sync::watch;
 use tracing::Instrument;
 
+use crate::limits::LAYER_RETRY_BACKOFF;
 use crate::logging::timeline_span;
 use crate::timeline::Timeline;
 
@@ -57,12 +58,26 @@ pub async fn run(
             }
             first = false;
             let t = timeline.clone();
-            match tokio::task::spawn_blocking(move || maintain(&t, policy)).await {
-                Ok(Ok(())) => {}
-                // Layer work failing does not lose data (the open layer keeps it);
-                // it is retried after the next commit.
-                Ok(Err(error)) => tracing::error!(%error, "layer maintenance failed"),
-                Err(error) => tracing::error!(%error, "layer maintenance task failed"),
+            let failed = match tokio::task::spawn_blocking(move || maintain(&t, policy)).await {
+                Ok(Ok(())) => false,
+                Ok(Err(error)) => {
+                    tracing::error!(%error, "layer maintenance failed");
+                    true
+                }
+                Err(error) => {
+                    tracing::error!(%error, "layer maintenance task failed");
+                    true
+                }
+            };
+            if failed {
+                // Layer work failing loses no data (the open layer keeps it). It is
+                // retried after the next commit, but not sooner than this, so that a
+                // persistent failure (a corrupt layer an image must read) does not
+                // redo a whole image's work after every commit.
+                tokio::select! {
+                    () = tokio::time::sleep(LAYER_RETRY_BACKOFF) => {}
+                    _ = shutdown.wait_for(|stop| *stop) => return,
+                }
             }
         }
     }

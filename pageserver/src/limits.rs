@@ -11,6 +11,10 @@ pub const MAX_TIMELINES: usize = 1024;
 /// the open layer when the layer task falls behind ingest.
 pub const OPEN_LAYER_BACKLOG_FREEZES: u64 = 2;
 
+/// After layer work (a freeze, an image layer) failed, the layer task waits this long
+/// before trying again.
+pub const LAYER_RETRY_BACKOFF: Duration = Duration::from_secs(30);
+
 /// Largest gRPC message the server decodes or encodes: a GetPages response of
 /// [`MAX_BLOCKS_PER_GETPAGES_REQUEST`] pages, or an SLRU segment (32 pages), with room
 /// for fields.

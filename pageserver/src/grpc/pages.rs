@@ -18,6 +18,7 @@ use tracing::Instrument;
 
 use super::{parse_ids, rel_tag, stopping, Service};
 use crate::limits::{GETPAGES_RESPONSE_QUEUE_LEN, MAX_BLOCKS_PER_GETPAGES_REQUEST};
+use crate::logging::timeline_span;
 use crate::timeline::Timeline;
 
 pub type Outbound = ReceiverStream<Result<pb::GetPagesResponse, Status>>;
@@ -116,7 +117,13 @@ async fn read_pages(
         () = stopping(shutdown) => return Err(Status::unavailable("pageserver shutting down")),
     };
     let blocks = request.block_numbers;
-    let span = tracing::debug_span!("get_pages", %lsn, rel = %rel.node, fork = rel.fork.name());
+    let span = tracing::debug_span!(
+        parent: &timeline_span(id),
+        "get_pages",
+        %lsn,
+        rel = %rel.node,
+        fork = rel.fork.name()
+    );
     let pages = tokio::task::spawn_blocking(move || {
         span.in_scope(|| read_blocks(&timeline, rel, &blocks, lsn))
     })

@@ -117,6 +117,26 @@ async fn import_basebackup_pages_errors_and_restart() {
         .await
         .expect("basebackup at latest");
     assert_eq!(latest.len(), backup.len());
+    let mut standby = client
+        .get_basebackup(pb::BasebackupRequest {
+            tenant_id: id.tenant_id.to_string(),
+            timeline_id: id.timeline_id.to_string(),
+            lsn: start_lsn,
+            standby: true,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let mut standby_tar = Vec::new();
+    while let Some(chunk) = standby.message().await.unwrap() {
+        standby_tar.extend_from_slice(&chunk.data);
+    }
+    let names: Vec<String> = tar::Archive::new(standby_tar.as_slice())
+        .entries()
+        .unwrap()
+        .map(|e| e.unwrap().path().unwrap().display().to_string())
+        .collect();
+    assert!(names.iter().any(|n| n == "standby.signal"), "{names:?}");
     let server = PgServer::start_from(PgConfig::new(), |dir| unpack(&backup, dir))
         .expect("PostgreSQL starts from the basebackup");
     let tables = server
@@ -304,12 +324,25 @@ async fn import_basebackup_pages_errors_and_restart() {
     };
     let status = client.timeline_status(bad_id).await.unwrap_err();
     assert_eq!(status.code(), Code::InvalidArgument);
+    // A tenant of its own, without timelines.
+    let tenant = support::timeline_id(7);
+    for _ in 0..2 {
+        client
+            .create_tenant(pb::CreateTenantRequest {
+                tenant_id: tenant.tenant_id.to_string(),
+            })
+            .await
+            .expect("CreateTenant is idempotent");
+    }
+    let status = client.timeline_status(request(tenant)).await.unwrap_err();
+    assert_eq!(status.code(), Code::NotFound, "{status:?}");
+    assert!(status.message().contains("timeline"), "{status:?}");
 
     let metrics = daemon.metrics();
     for name in [
         "pageserver_getpage_requests_total",
         "pageserver_getpage_seconds_bucket",
-        "pageserver_basebackups_total 2",
+        "pageserver_basebackups_total 3",
         "pageserver_basebackup_bytes_total",
         "pageserver_last_record_lsn{",
         "pageserver_disk_consistent_lsn{",
@@ -384,6 +417,33 @@ async fn a_corrupt_layer_file_is_data_loss() {
         .await
         .unwrap_err();
     assert_eq!(status.code(), Code::DataLoss, "{status:?}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn imports_are_bounded_and_checked() {
+    use pb::import_timeline_request::Item;
+    let dir = tempfile::tempdir().unwrap();
+    let daemon = Daemon::start(&dir.path().join("ps"), &["--max-import-bytes", "4096"]);
+    let mut client = daemon.client().await;
+    let id = timeline_id(3);
+    let status = import(&mut client, id, &[0u8; 8192]).await.unwrap_err();
+    assert_eq!(status.code(), Code::ResourceExhausted, "{status:?}");
+    let status = import(&mut client, id, &[1u8; 1024]).await.unwrap_err();
+    assert_eq!(status.code(), Code::InvalidArgument, "{status:?}");
+    let chunk_first = vec![pb::ImportTimelineRequest {
+        item: Some(Item::TarChunk(vec![0; 10])),
+    }];
+    let status = client
+        .import_timeline(tokio_stream::iter(chunk_first))
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::InvalidArgument, "{status:?}");
+    let list = client
+        .list_timelines(pb::ListTimelinesRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(list.timelines.is_empty());
 }
 
 fn run_with_config(text: Option<&str>, extra: &[&str]) -> (bool, String) {

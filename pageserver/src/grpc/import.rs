@@ -93,13 +93,13 @@ pub async fn import(
     .await
 }
 
-/// The tar's faults are the caller's (INVALID_ARGUMENT); reading our own spool file is
-/// ours (INTERNAL).
+/// The tar's faults are the caller's (INVALID_ARGUMENT). A malformed tar surfaces as an
+/// I/O error of the tar reader, indistinguishable from a failed read of our spool file,
+/// which is far rarer (the file was just written): those are reported as the caller's
+/// too, the message naming the cause.
 fn import_status(error: basebackup::ImportError) -> Status {
-    use basebackup::ImportError as E;
     match error {
-        E::Io(_) => Status::internal(format!("importing the data directory: {error}")),
-        E::TooLarge { .. } => {
+        basebackup::ImportError::TooLarge { .. } => {
             Status::resource_exhausted(format!("importing the data directory: {error}"))
         }
         _ => Status::invalid_argument(format!("importing the data directory: {error}")),

@@ -250,10 +250,12 @@ fn check_status_shape(status: &Value) {
     }
 }
 
+/// The whole cluster as SQL. A fixed `\restrict` key: pg_dumpall picks a random one per
+/// run otherwise, and two dumps of the same data would differ.
 fn pg_dumpall(bin: &PgBin, connstr: &str) -> String {
     let out = bin
         .command("pg_dumpall")
-        .args(["--no-sync", "-d", connstr])
+        .args(["--no-sync", "--restrict-key=strata", "-d", connstr])
         .output()
         .unwrap();
     assert!(

@@ -3,7 +3,9 @@
 //! started as `strata up` starts them (`local_cluster`). Needs the daemons' binaries
 //! beside the test (`cargo build --bins`, as `scripts/test.sh` does first).
 //!
-//! Under a steady insert workload: the safekeeper streamed from is killed (-9) and
+//! Under a steady insert workload: the safekeeper streamed from is frozen (SIGSTOP:
+//! its connection stays open but delivers nothing) and ingest moves to another one
+//! after `wal_stall_timeout`; the safekeeper then streamed from is killed (-9) and
 //! ingest carries on from another one; then the pageserver is killed (-9) mid-ingest
 //! and restarted, and resumes at its last_record_lsn. At the end the pageserver has
 //! everything the compute flushed, ingest never stopped (a record stored twice would
@@ -31,6 +33,10 @@ use support::{basebackup, request, WAIT};
 use tonic::transport::Channel;
 
 const POLL: Duration = Duration::from_millis(100);
+
+/// The workload: this many rows per commit, then this pause.
+const ROWS_PER_COMMIT: u64 = 5;
+const COMMIT_PAUSE: Duration = Duration::from_millis(20);
 
 /// Stops the cluster's daemons however the test ends.
 struct Down<'a>(&'a LocalCluster);
@@ -101,6 +107,16 @@ async fn wait_for(
     }
 }
 
+/// SIGSTOP (`true`) or SIGCONT a process.
+fn freeze(pid: u32, stop: bool) {
+    let signal = if stop { "STOP" } else { "CONT" };
+    let status = std::process::Command::new("kill")
+        .args(["-s", signal, &pid.to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success(), "kill -s {signal} {pid}");
+}
+
 fn unpack(tar: &[u8], dir: &Path) -> Result<(), Box<dyn std::error::Error>> {
     tar::Archive::new(tar).unpack(dir)?;
     Ok(())
@@ -130,70 +146,100 @@ async fn ingest_survives_safekeeper_and_pageserver_kills() {
         timeline_id: config.timeline_id,
     };
     let mut client = connect(&cluster).await;
+    let t0 = Instant::now();
 
     psql(
         &bin,
         &connstr,
         "CREATE TABLE t (id bigint PRIMARY KEY, v text)",
     );
-    // A steady stream of small commits, each waiting for a quorum of safekeepers.
+    // A steady stream of small commits, each waiting for a quorum of safekeepers. Kept
+    // light: with wal_consistency_checking every row's heap and index records carry
+    // page images (about 16 KiB per row), and a debug-build pageserver must keep up.
     let stop = Arc::new(AtomicBool::new(false));
     let workload = {
         let (bin, connstr, stop) = (bin.clone(), connstr.clone(), stop.clone());
         std::thread::spawn(move || {
-            let mut batches = 0u64;
+            let mut commits = 0u64;
             while !stop.load(Ordering::Relaxed) {
-                let first = batches * 100 + 1;
+                let first = commits * ROWS_PER_COMMIT + 1;
+                let last = first + ROWS_PER_COMMIT - 1;
                 psql(
                     &bin,
                     &connstr,
                     &format!(
                         "INSERT INTO t SELECT g, repeat(md5(g::text), 8) \
-                         FROM generate_series({first}, {}) g",
-                        first + 99
+                         FROM generate_series({first}, {last}) g"
                     ),
                 );
-                batches += 1;
+                commits += 1;
+                std::thread::sleep(COMMIT_PAUSE);
             }
-            batches
+            commits
         })
     };
 
-    // 1. Kill the safekeeper the pageserver streams from: it goes on from another.
+    let streamed_safekeeper = |info: &pb::TimelineInfo| {
+        config
+            .safekeepers
+            .iter()
+            .find(|sk| info.wal_source.ends_with(&format!(":{}", sk.pg_port)))
+            .unwrap_or_else(|| panic!("wal_source {} is no safekeeper", info.wal_source))
+            .id
+    };
+
+    // 1. Freeze the safekeeper streamed from: after the stall timeout (10 s by
+    // default) ingest goes on from another one, which has more WAL.
     let first = wait_for(&mut client, id, "a WAL source", |i| {
         !i.wal_source.is_empty()
     })
     .await;
-    let streamed = config
-        .safekeepers
-        .iter()
-        .find(|sk| first.wal_source.ends_with(&format!(":{}", sk.pg_port)))
-        .unwrap_or_else(|| {
-            panic!(
-                "wal_source {} is no safekeeper of the cluster",
-                first.wal_source
-            )
-        });
+    let frozen = streamed_safekeeper(&first);
+    let frozen_pid = cluster.safekeeper_pid(frozen).unwrap();
+    freeze(frozen_pid, true);
+    let frozen_at = status(&mut client, id).await.last_record_lsn;
+    let unstalled = wait_for(
+        &mut client,
+        id,
+        "a switch away from the frozen safekeeper",
+        |i| {
+            !i.wal_source.is_empty()
+                && i.wal_source != first.wal_source
+                && i.last_record_lsn > frozen_at
+        },
+    )
+    .await;
+    freeze(frozen_pid, false);
+    eprintln!(
+        "{:?}: safekeeper {frozen} frozen at {}; streaming from {} at {}",
+        t0.elapsed(),
+        Lsn(frozen_at),
+        unstalled.wal_source,
+        Lsn(unstalled.last_record_lsn)
+    );
+
+    // 2. Kill the safekeeper streamed from: ingest goes on from another one.
+    let killed = streamed_safekeeper(&unstalled);
     let killed_at = status(&mut client, id).await.last_record_lsn;
     assert!(send_signal(
-        cluster.safekeeper_pid(streamed.id).unwrap(),
+        cluster.safekeeper_pid(killed).unwrap(),
         Signal::Kill
     ));
     let switched = wait_for(&mut client, id, "another WAL source", |i| {
         !i.wal_source.is_empty()
-            && i.wal_source != first.wal_source
+            && i.wal_source != unstalled.wal_source
             && i.last_record_lsn > killed_at
     })
     .await;
     eprintln!(
-        "safekeeper {} killed at {}; streaming from {} at {}",
-        streamed.id,
+        "{:?}: safekeeper {killed} killed at {}; streaming from {} at {}",
+        t0.elapsed(),
         Lsn(killed_at),
         switched.wal_source,
         Lsn(switched.last_record_lsn)
     );
 
-    // 2. Kill the pageserver mid-ingest, let the compute go on, restart everything.
+    // 3. Kill the pageserver mid-ingest, let the compute go on, restart everything.
     assert!(send_signal(cluster.pageserver_pid().unwrap(), Signal::Kill));
     let before_restart = Lsn(switched.last_record_lsn);
     tokio::time::sleep(Duration::from_secs(2)).await;
@@ -210,17 +256,32 @@ async fn ingest_survives_safekeeper_and_pageserver_kills() {
     })
     .await;
 
+    eprintln!(
+        "{:?}: pageserver restarted at {}",
+        t0.elapsed(),
+        Lsn(resumed.last_record_lsn)
+    );
     stop.store(true, Ordering::Relaxed);
-    let batches = workload.join().unwrap();
-    assert!(batches > 0);
+    let commits = workload.join().unwrap();
+    eprintln!(
+        "{:?}: workload stopped after {commits} commits",
+        t0.elapsed()
+    );
+    assert!(commits > 0);
     let flushed: Lsn = psql(&bin, &connstr, "SELECT pg_current_wal_flush_lsn()")
         .parse()
         .unwrap();
+    eprintln!("{:?}: the compute flushed up to {flushed}", t0.elapsed());
     let caught_up = wait_for(&mut client, id, "the compute's flush LSN", |i| {
         i.last_record_lsn >= flushed.0
     })
     .await;
     assert_eq!(caught_up.state, "ingesting");
+    eprintln!(
+        "{:?}: caught up with the compute's flush LSN {flushed} at {}",
+        t0.elapsed(),
+        Lsn(caught_up.last_record_lsn)
+    );
 
     // Everything the compute committed is there, once.
     let query = "SELECT count(*), sum(id), md5(string_agg(v, ',' ORDER BY id)) FROM t";
@@ -232,7 +293,7 @@ async fn ingest_survives_safekeeper_and_pageserver_kills() {
         .expect("PostgreSQL starts from the pageserver's basebackup");
     assert_eq!(server.sql(query).unwrap(), expected);
     assert!(
-        expected.starts_with(&format!("{}|", batches * 100)),
+        expected.starts_with(&format!("{}|", commits * ROWS_PER_COMMIT)),
         "{expected}"
     );
 

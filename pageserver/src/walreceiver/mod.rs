@@ -62,6 +62,13 @@ pub async fn run(
     receive(timeline, config, shutdown).instrument(span).await;
 }
 
+/// Resolves once shutdown is asked for (or its sender is gone). Returns nothing, so
+/// that no borrow of the watch value is held across an await (it is not `Send`).
+async fn stopping(shutdown: &mut watch::Receiver<bool>) {
+    // An error means the sender is gone: shutting down as well.
+    let _ = shutdown.wait_for(|stop| *stop).await;
+}
+
 async fn receive(
     timeline: Arc<Timeline>,
     config: WalReceiverConfig,
@@ -83,7 +90,7 @@ async fn receive(
         let start = timeline.last_record_lsn();
         let statuses = tokio::select! {
             statuses = safekeepers.statuses() => statuses,
-            _ = shutdown.wait_for(|stop| *stop) => return,
+            () = stopping(&mut shutdown) => return,
         };
         match select::choose(&statuses, start, previous) {
             None => {
@@ -111,7 +118,7 @@ async fn receive(
         timeline.set_ingest_state(IngestState::Waiting);
         tokio::select! {
             () = tokio::time::sleep(backoff) => {}
-            _ = shutdown.wait_for(|stop| *stop) => return,
+            () = stopping(&mut shutdown) => return,
         }
         backoff = (backoff * 2).min(RECONNECT_BACKOFF_MAX);
     }

@@ -16,6 +16,7 @@ use super::ingest::{self, IngestEnd};
 use super::limits::{APPLICATION_NAME, WAL_QUEUE_CHUNKS};
 use super::select::should_switch;
 use super::status::Safekeepers;
+use super::stopping;
 use crate::timeline::{IngestState, Timeline};
 
 /// The only PostgreSQL timeline (history) id Strata uses.
@@ -50,7 +51,7 @@ pub(super) async fn run(
             Ok(stream) => stream,
             Err(reason) => return SessionEnd::Retry { reason, progressed: false },
         },
-        _ = shutdown.wait_for(|stop| *stop) => return SessionEnd::Shutdown,
+        () = stopping(shutdown) => return SessionEnd::Shutdown,
     };
     tracing::info!(safekeeper = %safekeepers.config(sk).id, %addr, %start, "streaming WAL");
     timeline.set_ingest_state(IngestState::Ingesting {
@@ -141,7 +142,7 @@ impl Session<'_> {
         loop {
             let stall_at = self.last_wal + self.stall_timeout;
             tokio::select! {
-                _ = shutdown.wait_for(|stop| *stop) => return Outcome::Shutdown,
+                () = stopping(shutdown) => return Outcome::Shutdown,
                 event = self.stream.next() => match event {
                     Ok(StreamEvent::Wal { start, wal }) => {
                         if let Err(outcome) = self.on_wal(start, wal).await {

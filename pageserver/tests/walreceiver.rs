@@ -38,12 +38,60 @@ const POLL: Duration = Duration::from_millis(100);
 const ROWS_PER_COMMIT: u64 = 5;
 const COMMIT_PAUSE: Duration = Duration::from_millis(20);
 
-/// Stops the cluster's daemons however the test ends.
-struct Down<'a>(&'a LocalCluster);
+/// A running cluster of three safekeepers, a pageserver and a compute, in a temporary
+/// directory; its daemons are stopped however the test ends.
+struct Cluster {
+    cluster: LocalCluster,
+    binaries: Binaries,
+    connstr: String,
+    id: TenantTimelineId,
+    _tmp: tempfile::TempDir,
+}
 
-impl Drop for Down<'_> {
+impl Cluster {
+    fn up() -> Cluster {
+        let binaries = Binaries::locate()
+            .expect("the daemons' binaries beside the test: run `cargo build --bins` first");
+        // Under /tmp, mode 0755: PostgreSQL runs as `postgres` when tests run as root.
+        let tmp = tempfile::Builder::new()
+            .prefix("strata-walreceiver-")
+            .tempdir_in("/tmp")
+            .unwrap();
+        std::fs::set_permissions(tmp.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+        let spec = ClusterSpec {
+            safekeepers: Some(3),
+            ..ClusterSpec::default()
+        };
+        let (cluster, _) =
+            LocalCluster::open_or_create(&tmp.path().join("cluster"), &spec).unwrap();
+        let config = cluster.config();
+        let id = TenantTimelineId {
+            tenant_id: config.tenant_id,
+            timeline_id: config.timeline_id,
+        };
+        let mut cluster = Cluster {
+            cluster,
+            binaries,
+            connstr: String::new(),
+            id,
+            _tmp: tmp,
+        };
+        cluster.connstr = cluster.restart();
+        cluster
+    }
+
+    /// Starts whatever is not running; the compute's connection string.
+    fn restart(&self) -> String {
+        self.cluster
+            .up(&self.binaries, &mut |_| {})
+            .unwrap()
+            .connstr
+    }
+}
+
+impl Drop for Cluster {
     fn drop(&mut self) {
-        if let Err(error) = self.0.down() {
+        if let Err(error) = self.cluster.down() {
             eprintln!("strata down: {error}");
         }
     }
@@ -125,27 +173,10 @@ fn unpack(tar: &[u8], dir: &Path) -> Result<(), Box<dyn std::error::Error>> {
 #[tokio::test(flavor = "multi_thread")]
 async fn ingest_survives_safekeeper_and_pageserver_kills() {
     let bin = PgBin::locate().unwrap();
-    let binaries = Binaries::locate()
-        .expect("the daemons' binaries beside the test: run `cargo build --bins` first");
-    // Under /tmp, mode 0755: PostgreSQL runs as `postgres` when the tests run as root.
-    let tmp = tempfile::Builder::new()
-        .prefix("strata-walreceiver-")
-        .tempdir_in("/tmp")
-        .unwrap();
-    std::fs::set_permissions(tmp.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
-    let spec = ClusterSpec {
-        safekeepers: Some(3),
-        ..ClusterSpec::default()
-    };
-    let (cluster, _) = LocalCluster::open_or_create(&tmp.path().join("cluster"), &spec).unwrap();
-    let _down = Down(&cluster);
-    let connstr = cluster.up(&binaries, &mut |_| {}).unwrap().connstr;
+    let test = Cluster::up();
+    let (cluster, connstr, id) = (&test.cluster, test.connstr.clone(), test.id);
     let config = cluster.config().clone();
-    let id = TenantTimelineId {
-        tenant_id: config.tenant_id,
-        timeline_id: config.timeline_id,
-    };
-    let mut client = connect(&cluster).await;
+    let mut client = connect(cluster).await;
     let t0 = Instant::now();
 
     psql(
@@ -243,8 +274,8 @@ async fn ingest_survives_safekeeper_and_pageserver_kills() {
     assert!(send_signal(cluster.pageserver_pid().unwrap(), Signal::Kill));
     let before_restart = Lsn(switched.last_record_lsn);
     tokio::time::sleep(Duration::from_secs(2)).await;
-    cluster.up(&binaries, &mut |_| {}).unwrap();
-    let mut client = connect(&cluster).await;
+    test.restart();
+    let mut client = connect(cluster).await;
     let resumed = status(&mut client, id).await;
     assert!(
         resumed.last_record_lsn >= before_restart.0,
@@ -300,4 +331,65 @@ async fn ingest_survives_safekeeper_and_pageserver_kills() {
     let log = std::fs::read_to_string(cluster.pageserver_log()).unwrap();
     let errors: Vec<&str> = log.lines().filter(|l| l.contains(" ERROR ")).collect();
     assert!(errors.is_empty(), "pageserver errors: {errors:#?}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn ingest_stops_at_a_record_it_cannot_reconstruct() {
+    let bin = PgBin::locate().unwrap();
+    let test = Cluster::up();
+    let (connstr, id) = (test.connstr.as_str(), test.id);
+    let mut client = connect(&test.cluster).await;
+
+    psql(&bin, connstr, "CREATE TABLE u (id int, v text)");
+    psql(&bin, connstr, "INSERT INTO u VALUES (1, 'kept')");
+    let good: Lsn = psql(&bin, connstr, "SELECT pg_current_wal_flush_lsn()")
+        .parse()
+        .unwrap();
+    wait_for(&mut client, id, "the good insert", |i| {
+        i.last_record_lsn >= good.0
+    })
+    .await;
+
+    // A superuser may turn the compute's wal_consistency_checking off for a session:
+    // this insert's heap record then carries no image of its page (the page got one
+    // since the last checkpoint), and the pageserver has no native heap redo.
+    psql(
+        &bin,
+        connstr,
+        "SET wal_consistency_checking = ''; INSERT INTO u VALUES (2, 'lost')",
+    );
+    let bad: Lsn = psql(&bin, connstr, "SELECT pg_current_wal_flush_lsn()")
+        .parse()
+        .unwrap();
+    let deadline = Instant::now() + WAIT;
+    let stopped = loop {
+        let info = status(&mut client, id).await;
+        if info.state.starts_with("stopped") {
+            break info;
+        }
+        assert!(Instant::now() < deadline, "ingest did not stop: {info:?}");
+        tokio::time::sleep(POLL).await;
+    };
+    eprintln!("{}", stopped.state);
+    assert!(
+        stopped.state.contains("Heap") && stopped.state.contains("no image"),
+        "{}",
+        stopped.state
+    );
+    // Nothing of the record is stored; what came before it is.
+    assert!(
+        stopped.last_record_lsn >= good.0 && stopped.last_record_lsn < bad.0,
+        "stopped at {}, good {good}, bad {bad}",
+        Lsn(stopped.last_record_lsn)
+    );
+
+    // Reads past the stop fail at once; reads up to it still work.
+    let error = basebackup(&mut client, id, bad.0).await.unwrap_err();
+    assert_eq!(error.code(), tonic::Code::FailedPrecondition, "{error}");
+    let (_, tar) = basebackup(&mut client, id, stopped.last_record_lsn)
+        .await
+        .unwrap();
+    let server = PgServer::start_from(PgConfig::new(), |dir| unpack(&tar, dir))
+        .expect("PostgreSQL starts from the basebackup before the stop");
+    assert_eq!(server.sql("SELECT id, v FROM u").unwrap(), "1|kept");
 }

@@ -27,6 +27,9 @@ const INCLUDE_LINE: &str = "include 'strata_compute.conf'  # compute settings ow
 const HBA_BEGIN: &str = "# BEGIN strata compute_ctl";
 const HBA_END: &str = "# END strata compute_ctl";
 
+/// `max_prepared_transactions` of every compute (a standby must have at least this).
+pub const MAX_PREPARED_TRANSACTIONS: &str = "10";
+
 /// The listen address: a compute serves local clients and its own agent.
 pub const LISTEN_HOST: &str = "127.0.0.1";
 
@@ -84,6 +87,13 @@ pub fn compute_settings(
         // compute_ctl sends status updates every second; a walsender that hears
         // nothing for this long was left by a dead agent.
         ("wal_sender_timeout", "60s".to_owned()),
+        // Two-phase commit for applications that use it: the pageserver keeps prepared
+        // transactions' state, and a standby made from a basebackup needs at least the
+        // compute's value, so it is fixed here rather than left to each cluster.
+        (
+            "max_prepared_transactions",
+            MAX_PREPARED_TRANSACTIONS.to_owned(),
+        ),
     ];
     if let Some(checked) = wal_consistency_checking {
         settings.push(("wal_consistency_checking", checked.to_owned()));

@@ -35,6 +35,10 @@ pub const COMMIT_EVERY_BYTES: usize = 8 * 1024 * 1024;
 /// thread: 8 MiB. When full, the connection stops reading and TCP pushes back.
 pub const WAL_QUEUE_CHUNKS: usize = 64;
 
+/// Ending a stream politely (CopyDone, Terminate): a frozen safekeeper whose socket
+/// no longer drains must not hold the switch to another one for long.
+pub const CLOSE_TIMEOUT: Duration = Duration::from_secs(1);
+
 /// `user` and `application_name` of the replication connection (the safekeeper logs
 /// them and labels our standby status updates with the name).
 pub const APPLICATION_NAME: &str = "pageserver";

@@ -13,7 +13,7 @@ use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
 use super::ingest::{self, IngestEnd};
-use super::limits::{APPLICATION_NAME, WAL_QUEUE_CHUNKS};
+use super::limits::{APPLICATION_NAME, CLOSE_TIMEOUT, WAL_QUEUE_CHUNKS};
 use super::select::should_switch;
 use super::status::Safekeepers;
 use super::stopping;
@@ -233,7 +233,8 @@ impl Session<'_> {
         } = self;
         drop(wal_tx);
         let ended = worker.await;
-        stream.close().await;
+        // Best effort: the safekeeper may be gone or frozen.
+        let _ = tokio::time::timeout(CLOSE_TIMEOUT, stream.close()).await;
         let progressed = received > start;
         match ended {
             Ok(IngestEnd::Stop(reason)) => {

@@ -21,7 +21,9 @@ pub const PAGESERVER_STOP_TIMEOUT: Duration = Duration::from_secs(60);
 /// into the pageserver on the first start, crash recovery of the local data directory
 /// after a kill, or waiting for the pageserver and its basebackup for a new data
 /// directory; plus the election on the safekeepers and Postgres accepting connections.
-pub const COMPUTE_START_TIMEOUT: Duration = Duration::from_secs(180);
+/// Longer than `compute_ctl`'s own bound on waiting for the pageserver (300 s) plus its
+/// election timeout (60 s), so that it fails with its own message first.
+pub const COMPUTE_START_TIMEOUT: Duration = Duration::from_secs(420);
 
 /// How long `compute_ctl` may take to exit after SIGTERM: it stops Postgres with a fast
 /// shutdown, whose shutdown checkpoint must be streamed to a quorum.

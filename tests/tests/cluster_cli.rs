@@ -462,19 +462,35 @@ fn basebackup_getpage_and_failover_from_the_pageserver() {
         "1000"
     );
 
-    // The new compute commits, and survives a clean restart (its lineage check knows
-    // it came from a basebackup).
+    // The new compute commits, and survives a crash and a clean restart on its data
+    // directory (its lineage check knows it came from a basebackup).
     sql(
         &bin,
         &connstr,
         "INSERT INTO t VALUES (-1, 'after failover')",
     );
-    cluster.down();
+    let crashed = pids(&cluster.status());
+    kill9(crashed.compute_ctl);
+    kill9(crashed.compute);
+    wait_gone(crashed.compute_ctl);
+    wait_gone(crashed.compute);
     let out = cluster.up();
     assert!(out.contains("compute: started"), "{out}");
     assert_eq!(
         sql(&bin, &connstr, "SELECT v FROM t WHERE id = -1"),
         "after failover"
+    );
+    sql(
+        &bin,
+        &connstr,
+        "INSERT INTO t VALUES (-2, 'after the crash')",
+    );
+    cluster.down();
+    let out = cluster.up();
+    assert!(out.contains("compute: started"), "{out}");
+    assert_eq!(
+        sql(&bin, &connstr, "SELECT count(*) FROM t WHERE id < 0"),
+        "2"
     );
     let end: Lsn = sql(&bin, &connstr, "SELECT pg_current_wal_flush_lsn()")
         .parse()

@@ -342,7 +342,12 @@ impl LayerStore {
     ) -> Result<(), StoreError> {
         // A RocksDB iterator reads one implicit snapshot, so a concurrent freeze's deletes
         // are seen all or not at all.
-        let mut it = self.db.raw_iterator();
+        // The lower bound keeps the backward seek inside this key's versions: without
+        // it, a key with no live entry walks back over every deletion a freeze left
+        // behind until it meets another key.
+        let mut options = rocksdb::ReadOptions::default();
+        options.set_iterate_lower_bound(open_layer::encode_key(key, since).to_vec());
+        let mut it = self.db.raw_iterator_opt(options);
         it.seek_for_prev(open_layer::encode_key(key, at));
         while let Some((k, lsn)) = it.key().and_then(open_layer::decode_key) {
             if k != *key || lsn < since {
@@ -397,6 +402,10 @@ impl LayerStore {
         self.fail(FailPoint::ManifestWritten)?;
         let deleted = self.delete_entries(snapshot.raw_iterator())?;
         drop(snapshot);
+        // Deleted entries stay as tombstones that every later iteration steps over
+        // until compaction drops them; the open layer is small right after a freeze,
+        // so compacting it now is cheap and keeps reads and the next freeze fast.
+        self.db.compact_range::<&[u8], &[u8]>(None, None);
         let _ = self
             .open_bytes
             .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |b| {

@@ -5,35 +5,15 @@
 // Helpers outside `#[test]` fns are test code too.
 #![allow(clippy::unwrap_used)]
 
-use std::collections::BTreeMap;
 use std::fs;
 use std::process::Command;
 
 use basebackup::{import_datadir_tar, tar_datadir, write_basebackup};
 use page_model::ingest::{Batch, WalIngest};
-use page_model::key::Key;
-use page_model::read::{ReadError, VersionSource};
-use page_model::value::Value;
 use pg_harness::{PgConfig, PgServer};
 use postgres_wal::decoder::WalStreamDecoder;
-use postgres_wal::Lsn;
 
-/// A test-only in-memory store.
-#[derive(Default)]
-struct Mem(BTreeMap<(Key, Lsn), Value>);
-
-impl VersionSource for Mem {
-    fn versions(&self, key: &Key, since: Lsn, at: Lsn) -> Result<Vec<(Lsn, Value)>, ReadError> {
-        let mut out = Vec::new();
-        for ((_, lsn), v) in self.0.range((*key, since)..=(*key, at)).rev() {
-            out.push((*lsn, v.clone()));
-            if v.will_init() {
-                break;
-            }
-        }
-        Ok(out)
-    }
-}
+use page_model::memory::MemorySource as Mem;
 
 fn run_ok(mut cmd: Command) -> String {
     let out = cmd.output().expect("run tool");

@@ -5,6 +5,7 @@
 
 pub mod ingest;
 pub mod key;
+pub mod memory;
 pub mod read;
 pub mod redo;
 pub mod value;

@@ -503,24 +503,8 @@ pub fn keyspace(src: &dyn VersionSource, lsn: Lsn) -> Result<Vec<Key>, ReadError
 mod tests {
     use super::*;
     use crate::value::NativeOp;
-    use std::collections::BTreeMap;
 
-    /// A test-only in-memory store.
-    #[derive(Default)]
-    struct Mem(BTreeMap<(Key, Lsn), Value>);
-
-    impl VersionSource for Mem {
-        fn versions(&self, key: &Key, since: Lsn, at: Lsn) -> Result<Vec<(Lsn, Value)>, ReadError> {
-            let mut out = Vec::new();
-            for ((_, lsn), v) in self.0.range((*key, since)..=(*key, at)).rev() {
-                out.push((*lsn, v.clone()));
-                if v.will_init() {
-                    break;
-                }
-            }
-            Ok(out)
-        }
-    }
+    use crate::memory::MemorySource as Mem;
 
     fn rel() -> RelTag {
         RelTag {

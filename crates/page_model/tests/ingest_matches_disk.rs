@@ -13,7 +13,7 @@ use std::fs;
 use std::path::Path;
 
 use page_model::ingest::{Batch, IngestError, WalIngest};
-use page_model::read::{self, ReadError, VersionSource};
+use page_model::read::{self};
 use page_model::{Key, NativeOp, SlruKind, Value};
 use postgres_wal::controlfile::ControlFileData;
 use postgres_wal::decoder::WalStreamDecoder;
@@ -24,34 +24,7 @@ use postgres_wal::{Lsn, WalSegmentSize, BLCKSZ};
 
 use pg_harness::{PgConfig, PgServer};
 
-/// The test-only store: every version of every key, in memory.
-#[derive(Default)]
-struct Mem(BTreeMap<(Key, Lsn), Value>);
-
-impl VersionSource for Mem {
-    fn versions(&self, key: &Key, since: Lsn, at: Lsn) -> Result<Vec<(Lsn, Value)>, ReadError> {
-        let mut out = Vec::new();
-        if since > at {
-            return Ok(out);
-        }
-        for ((_, lsn), value) in self.0.range((*key, since)..=(*key, at)).rev() {
-            out.push((*lsn, value.clone()));
-            if value.will_init() {
-                break;
-            }
-        }
-        Ok(out)
-    }
-}
-
-impl Mem {
-    fn commit(&mut self, batch: Batch) {
-        for (key, lsn, value) in batch.into_entries() {
-            let old = self.0.insert((key, lsn), value);
-            assert!(old.is_none(), "two values for {key:?} at {lsn}");
-        }
-    }
-}
+use page_model::memory::MemorySource as Mem;
 
 /// Records to put in one batch: ingest must read its own pending writes.
 const RECORDS_PER_BATCH: usize = 50;
@@ -165,7 +138,7 @@ fn ingest(
         for rec in chunk {
             ingest.ingest(rec, &mem, &mut batch)?;
         }
-        mem.commit(batch);
+        mem.commit(batch).unwrap();
         // Resume from the store after every batch, as a restarted pageserver does:
         // everything ingest carries between records must be in the store.
         let last = chunk.last().map_or(start, |r| r.end_lsn);

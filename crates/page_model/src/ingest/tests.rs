@@ -1,7 +1,5 @@
 //! Record-by-record tests over synthetic records laid out as PostgreSQL 15 writes them.
 
-use std::collections::BTreeMap;
-
 use bytes::Bytes;
 use postgres_wal::controlfile::CheckPoint;
 use postgres_wal::record::{record_crc, DecodedRecord};
@@ -11,25 +9,11 @@ use postgres_wal::{Lsn, BLCKSZ};
 
 use super::{Batch, IngestError, WalIngest};
 use crate::key::{Key, SlruKind};
-use crate::read::{self, ReadError, VersionSource};
+use crate::read::{self, ReadError};
 use crate::redo;
 use crate::value::Value;
 
-#[derive(Default)]
-struct Mem(BTreeMap<(Key, Lsn), Value>);
-
-impl VersionSource for Mem {
-    fn versions(&self, key: &Key, since: Lsn, at: Lsn) -> Result<Vec<(Lsn, Value)>, ReadError> {
-        let mut out = Vec::new();
-        for ((_, lsn), v) in self.0.range((*key, since)..=(*key, at)).rev() {
-            out.push((*lsn, v.clone()));
-            if v.will_init() {
-                break;
-            }
-        }
-        Ok(out)
-    }
-}
+use crate::memory::MemorySource as Mem;
 
 /// A block reference to build: an image of `page` (the hole is the page's free
 /// space, between pd_lower and pd_upper) or none.

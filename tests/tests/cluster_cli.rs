@@ -14,7 +14,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use cluster_support::{kill9, process_gone, psql, sql, wait_gone, TestCluster, POLL, WAIT};
+use cluster_support::{
+    kill9, pg_dumpall, process_gone, psql, sql, wait_gone, wait_ingested, TestCluster, POLL, WAIT,
+};
 use pg_harness::{PgBin, PgConfig, PgServer};
 use postgres_wal::Lsn;
 use serde_json::Value;
@@ -250,46 +252,6 @@ fn check_status_shape(status: &Value) {
     }
 }
 
-/// The whole cluster as SQL. A fixed `\restrict` key: pg_dumpall picks a random one per
-/// run otherwise, and two dumps of the same data would differ.
-fn pg_dumpall(bin: &PgBin, connstr: &str) -> String {
-    let out = bin
-        .command("pg_dumpall")
-        .args(["--no-sync", "--restrict-key=strata", "-d", connstr])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "pg_dumpall: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap()
-}
-
-/// The pageserver's last_record_lsn as `strata status` reports it.
-fn pageserver_lsn(cluster: &TestCluster) -> Option<Lsn> {
-    cluster.status()["pageserver"]["last_record_lsn"]
-        .as_str()
-        .map(|s| s.parse().unwrap())
-}
-
-/// Waits (bounded) until the pageserver has ingested `lsn`.
-fn wait_ingested(cluster: &TestCluster, lsn: Lsn) {
-    let deadline = Instant::now() + WAIT;
-    loop {
-        let ingested = pageserver_lsn(cluster);
-        if ingested.is_some_and(|l| l >= lsn) {
-            return;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the pageserver did not ingest {lsn} (it is at {ingested:?})\n{}",
-            cluster.logs_tail()
-        );
-        std::thread::sleep(POLL);
-    }
-}
-
 /// Rows inserted one transaction each by a client until told to stop; the ids whose
 /// commit was acknowledged.
 fn insert_until(
@@ -343,7 +305,7 @@ fn basebackup_getpage_and_failover_from_the_pageserver() {
         .parse()
         .unwrap();
     cluster.wait_commit_lsns_equal(end);
-    wait_ingested(&cluster, end);
+    wait_ingested(&cluster, end, WAIT);
     let status = cluster.status();
     check_status_shape(&status);
 
@@ -496,7 +458,7 @@ fn basebackup_getpage_and_failover_from_the_pageserver() {
         .parse()
         .unwrap();
     cluster.wait_commit_lsns_equal(end);
-    wait_ingested(&cluster, end);
+    wait_ingested(&cluster, end, WAIT);
     cluster.down();
     cluster.assert_no_unexpected_errors(EXPECTED_ERRORS);
     eprintln!("whole test took {:?}", started.elapsed());

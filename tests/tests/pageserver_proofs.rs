@@ -20,7 +20,7 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use cluster_support::{psql, sql, TestCluster, POLL, WAIT};
+use cluster_support::{pg_dumpall, psql, sql, wait_ingested, TestCluster, WAIT};
 use pg_harness::{PgBin, PgConfig, PgServer};
 use postgres_wal::Lsn;
 
@@ -48,62 +48,15 @@ struct Snapshot {
     dump: String,
 }
 
-fn pg_dumpall(bin: &PgBin, connstr: &str) -> String {
-    let out = bin
-        .command("pg_dumpall")
-        // pg_dumpall 15.14 and later put a random `\restrict` key in every dump: fix it
-        // so that two dumps of the same data compare equal.
-        // Unlogged tables are never in WAL: like pg_basebackup's, a basebackup holds them
-        // empty (their init fork), as PostgreSQL itself resets them after a crash.
-        .args([
-            "--no-sync",
-            "--restrict-key=strata",
-            "--no-unlogged-table-data",
-            "-d",
-            connstr,
-        ])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "pg_dumpall: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap()
-}
-
 fn flush_lsn(bin: &PgBin, connstr: &str) -> Lsn {
     sql(bin, connstr, "SELECT pg_current_wal_flush_lsn()")
         .parse()
         .unwrap()
 }
 
-fn pageserver_lsn(cluster: &TestCluster) -> Option<Lsn> {
-    cluster.status()["pageserver"]["last_record_lsn"]
-        .as_str()
-        .map(|s| s.parse().unwrap())
-}
-
 /// Longest wait for the pageserver to ingest the workload: hundreds of megabytes of
 /// WAL with page images, in a debug build on a shared two-core machine.
 const INGEST_WAIT: Duration = Duration::from_secs(600);
-
-/// Waits (bounded) until the pageserver has ingested `lsn`.
-fn wait_ingested(cluster: &TestCluster, lsn: Lsn) {
-    let deadline = Instant::now() + INGEST_WAIT;
-    loop {
-        let ingested = pageserver_lsn(cluster);
-        if ingested.is_some_and(|l| l >= lsn) {
-            return;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "pageserver did not ingest {lsn} (at {ingested:?})\n{}",
-            cluster.logs_tail()
-        );
-        std::thread::sleep(POLL);
-    }
-}
 
 /// `strata basebackup` into a fresh directory that `PgServer::start_from` starts.
 fn start_from_basebackup(
@@ -240,7 +193,7 @@ fn pageserver_matches_postgres() {
 
     // Basebackups at every phase's LSN, the latest last.
     for snapshot in &snapshots {
-        wait_ingested(&cluster, snapshot.lsn);
+        wait_ingested(&cluster, snapshot.lsn, INGEST_WAIT);
         let t = Instant::now();
         let copy = start_from_basebackup(&cluster, Some(snapshot.lsn), false, &[]);
         let dump = pg_dumpall(&bin, &copy.connstr());
@@ -530,7 +483,7 @@ fn compare_pages(cluster: &TestCluster, bin: &PgBin, connstr: &str) {
     let t = Instant::now();
     sql(bin, connstr, "CHECKPOINT");
     let lsn = flush_lsn(bin, connstr);
-    wait_ingested(cluster, lsn);
+    wait_ingested(cluster, lsn, INGEST_WAIT);
     let kinds = page_kinds(bin, connstr);
     let pgdata = cluster.cluster().pgdata();
     let files = relation_files(&pgdata);

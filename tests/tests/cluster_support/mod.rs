@@ -378,3 +378,52 @@ pub fn safekeeper_ids(cluster: &LocalCluster) -> Vec<NodeId> {
         .map(|sk| sk.id)
         .collect()
 }
+
+/// The whole cluster as SQL, for comparing a compute with a copy made from a
+/// basebackup. A fixed `\restrict` key: pg_dumpall 15.14 and later pick a random one per
+/// run, and two dumps of the same data would differ. Unlogged tables' rows are left
+/// out: they are never in WAL, so a basebackup holds them empty (their init fork), as
+/// PostgreSQL itself resets them after a crash.
+pub fn pg_dumpall(bin: &PgBin, connstr: &str) -> String {
+    let out = bin
+        .command("pg_dumpall")
+        .args([
+            "--no-sync",
+            "--restrict-key=strata",
+            "--no-unlogged-table-data",
+            "-d",
+            connstr,
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "pg_dumpall: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+/// The pageserver's last_record_lsn as `strata status` reports it.
+pub fn pageserver_lsn(cluster: &TestCluster) -> Option<Lsn> {
+    cluster.status()["pageserver"]["last_record_lsn"]
+        .as_str()
+        .map(|s| s.parse().unwrap())
+}
+
+/// Waits, at most `limit`, until the pageserver has ingested `lsn`.
+pub fn wait_ingested(cluster: &TestCluster, lsn: Lsn, limit: Duration) {
+    let deadline = Instant::now() + limit;
+    loop {
+        let ingested = pageserver_lsn(cluster);
+        if ingested.is_some_and(|l| l >= lsn) {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the pageserver did not ingest {lsn} (it is at {ingested:?})\n{}",
+            cluster.logs_tail()
+        );
+        std::thread::sleep(POLL);
+    }
+}

@@ -18,3 +18,6 @@ echo "== tests"
 cargo test --workspace --locked --no-fail-fast 2>&1 | tee "${TMPDIR:-/tmp}/strata-test.log"
 echo "== summary"
 grep -E "^test result:|Running " "${TMPDIR:-/tmp}/strata-test.log" | sed 's/^ *//'
+awk '/^test result:/ { passed += $4; failed += $6; binaries++ }
+     END { printf "== total: %d passed, %d failed, in %d test binaries\n", passed, failed, binaries }' \
+  "${TMPDIR:-/tmp}/strata-test.log"

@@ -4,9 +4,11 @@
 //! cluster (`strata up`: three safekeepers, the pageserver, a stock PostgreSQL compute)
 //! in a temporary directory and prints:
 //!
-//! 1. **WAL volume**: WAL bytes per pgbench transaction on the compute (which runs with
+//! 1. **WAL volume**: WAL bytes of pgbench and of the pageserver tests' varied workload
+//!    (`tests/sql/pageserver_workload.sql`) on the compute (which runs with
 //!    `wal_consistency_checking` for every resource manager the pageserver does not redo
-//!    natively) against a stock PostgreSQL with default settings, same workload.
+//!    natively, and lz4 `wal_compression`) against a stock PostgreSQL with default
+//!    settings (data checksums on, as on the compute).
 //! 2. **Ingest**: the pageserver is stopped while pgbench writes WAL, then started; the
 //!    time until it has ingested all of it, against a stock standby (started from a
 //!    standby basebackup before the workload, stopped meanwhile) replaying the same WAL
@@ -184,9 +186,17 @@ fn run() -> anyhow::Result<()> {
     let clients = CLIENTS.to_string();
     let run_args = ["-n", "-c", &clients, "-j", "2", "-t", &transactions];
 
-    // 1. WAL volume of stock PostgreSQL for the same workload.
-    let stock = PgServer::start(PgConfig::new().data_checksums(true))?;
+    // 1. WAL volume of stock PostgreSQL for the same workloads.
+    let stock = PgServer::start(
+        PgConfig::new()
+            .data_checksums(true)
+            .setting("max_prepared_transactions", "10"),
+    )?;
+    let stock_varied = varied_workload_wal(&bin, &stock.connstr())?;
     pgbench(&bin, &stock.connstr(), &["-i", "-q", "-s", &scale])?;
+    // Measured from a checkpoint, as in ../shared/research/stock-postgres-baselines.md:
+    // the first change of each page after it carries a full-page image.
+    sql(&bin, &stock.connstr(), "CHECKPOINT")?;
     let before = lsn_of(&bin, &stock.connstr(), "pg_current_wal_insert_lsn()")?;
     pgbench(&bin, &stock.connstr(), &run_args)?;
     let after = lsn_of(&bin, &stock.connstr(), "pg_current_wal_insert_lsn()")?;
@@ -207,7 +217,9 @@ fn run() -> anyhow::Result<()> {
     };
     let up = cluster.strata(&["up"])?;
     let connstr = up.lines().last().context("strata up output")?.to_owned();
+    let strata_varied = varied_workload_wal(&bin, &connstr)?;
     pgbench(&bin, &connstr, &["-i", "-q", "-s", &scale])?;
+    sql(&bin, &connstr, "CHECKPOINT")?;
     let start = lsn_of(&bin, &connstr, "pg_current_wal_flush_lsn()")?;
     wait_until("initial ingest", || {
         Ok(cluster.pageserver_lsn()?.is_some_and(|l| l >= start))
@@ -272,6 +284,13 @@ fn run() -> anyhow::Result<()> {
     })?;
     drop(standby);
 
+    println!("WAL volume of tests/sql/pageserver_workload.sql (every built-in rmgr):");
+    println!(
+        "  stock PostgreSQL {:.1} MB, Strata compute {:.1} MB: {:.2}x",
+        stock_varied as f64 / MB,
+        strata_varied as f64 / MB,
+        strata_varied as f64 / stock_varied as f64
+    );
     println!("WAL volume, {CLIENTS} x {transactions} pgbench transactions (scale {scale}):");
     println!(
         "  stock PostgreSQL {:.1} MB, Strata compute {:.1} MB: {:.2}x",
@@ -333,12 +352,20 @@ fn run() -> anyhow::Result<()> {
     let out_dir = tempfile::Builder::new()
         .prefix("strata-bb-")
         .tempdir_in("/tmp")?;
+    // pg_basebackup runs as the server user under root: it must reach and write its
+    // output directory.
+    std::fs::set_permissions(
+        out_dir.path(),
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )?;
     let t = Instant::now();
     let ours = out_dir.path().join("strata");
     cluster.strata(&["basebackup", "--out", ours.to_str().context("path")?])?;
     let ours_time = t.elapsed();
     let ours_bytes = dir_bytes(&ours);
     let theirs = out_dir.path().join("pg");
+    std::fs::create_dir(&theirs)?;
+    bin.chown_to_server_user(&theirs)?;
     let t = Instant::now();
     let out = bin
         .command("pg_basebackup")
@@ -373,6 +400,20 @@ fn run() -> anyhow::Result<()> {
         mbps(ours_bytes, ours_time) / mbps(theirs_bytes, theirs_time)
     );
     Ok(())
+}
+
+/// WAL bytes the pageserver tests' varied workload writes on the server at `connstr`.
+fn varied_workload_wal(bin: &PgBin, connstr: &str) -> anyhow::Result<u64> {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("sql/pageserver_workload.sql");
+    let before = lsn_of(bin, connstr, "pg_current_wal_insert_lsn()")?;
+    let out = bin.psql(connstr).arg("-f").arg(&path).output()?;
+    ensure!(
+        out.status.success(),
+        "workload: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let after = lsn_of(bin, connstr, "pg_current_wal_insert_lsn()")?;
+    Ok(after.0 - before.0)
 }
 
 #[allow(clippy::too_many_arguments)]

@@ -22,13 +22,13 @@ use tokio::task::JoinSet;
 
 use crate::config::Config;
 use crate::grpc;
-use crate::http::{self, Readiness};
 use crate::layers::{self, LayerPolicy};
 use crate::limits::{SHUTDOWN_SERVERS_TIMEOUT, SHUTDOWN_TASKS_TIMEOUT};
 use crate::metrics::{Metrics, MetricsError};
 use crate::timeline::Timeline;
 use crate::timelines::{Timelines, TimelinesError};
 use crate::walreceiver::{self, WalReceiverConfig};
+use strata_http::Readiness;
 
 /// Name of the file, in the data directory, holding the bound addresses of a running
 /// daemon (written once all listeners are bound, removed at clean shutdown). With port 0
@@ -119,9 +119,9 @@ pub async fn run(config: Config, stop: impl Future<Output = ()>) -> Result<(), D
     servers.spawn(named(
         "HTTP",
         shutdown_rx.clone(),
-        http::serve(
+        strata_http::serve(
             http_listener,
-            metrics.clone(),
+            metrics.registry().clone(),
             readiness_rx,
             shutdown_rx.clone(),
         ),

@@ -11,13 +11,12 @@
 //! - [`layers`]: per timeline, freezing the open layer and writing image layers.
 //! - `walreceiver`: streams WAL from the safekeepers into timelines.
 //! - [`grpc`]: the gRPC service and its error mapping.
-//! - [`http`], [`metrics`], [`logging`]: observability.
+//! - [`metrics`], [`logging`]: observability (the HTTP endpoint is `strata_http`).
 //! - [`limits`]: every bound of the daemon.
 
 pub mod config;
 pub mod daemon;
 pub mod grpc;
-pub mod http;
 pub mod layers;
 pub mod limits;
 pub mod logging;

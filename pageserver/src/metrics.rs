@@ -9,8 +9,7 @@
 //! (`Timeline::metrics()`): `wal_ingest_bytes.inc_by(n)` and `record_ingested(rmgr)`.
 
 use prometheus::{
-    Encoder, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
-    Registry, TextEncoder,
+    Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
 };
 use strata_ids::TenantTimelineId;
 
@@ -148,11 +147,12 @@ impl Metrics {
 
     /// The text exposition format (version 0.0.4) of every metric.
     pub fn encode(&self) -> Result<String, MetricsError> {
-        let mut buf = Vec::new();
-        TextEncoder::new().encode(&self.registry.gather(), &mut buf)?;
-        // The text encoder writes only UTF-8 (names are ASCII, label values are ids).
-        String::from_utf8(buf)
-            .map_err(|e| MetricsError(prometheus::Error::Msg(format!("non-UTF-8 output: {e}"))))
+        Ok(strata_http::encode(&self.registry)?)
+    }
+
+    /// What the HTTP endpoint serves.
+    pub fn registry(&self) -> &Registry {
+        &self.registry
     }
 }
 

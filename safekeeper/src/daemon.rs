@@ -19,11 +19,11 @@ use tokio::sync::watch;
 use tokio::task::JoinSet;
 
 use crate::config::Config;
-use crate::http::{self, Readiness};
 use crate::limits::SHUTDOWN_SERVERS_TIMEOUT;
 use crate::metrics::{Metrics, MetricsError};
 use crate::timelines::{TimelineError, Timelines};
 use crate::{grpc, replication};
+use strata_http::Readiness;
 
 /// Name of the file, in the data directory, holding the bound addresses of a running
 /// daemon (written once all listeners are bound, removed at clean shutdown). With port 0
@@ -117,9 +117,9 @@ pub async fn run(config: Config, stop: impl Future<Output = ()>) -> Result<(), D
     servers.spawn(named(
         "HTTP",
         shutdown_rx.clone(),
-        http::serve(
+        strata_http::serve(
             http_listener,
-            metrics.clone(),
+            metrics.registry().clone(),
             readiness_rx,
             shutdown_rx.clone(),
         ),

@@ -10,13 +10,12 @@
 //! - [`grpc`]: the gRPC service, its proto conversions and its error mapping.
 //! - [`replication`]: the PostgreSQL replication protocol server.
 //! - [`storage`]: control files and WAL segments of a timeline.
-//! - [`http`], [`metrics`], [`logging`]: observability.
+//! - [`metrics`], [`logging`]: observability (the HTTP endpoint is `strata_http`).
 //! - [`limits`]: every bound of the daemon.
 
 pub mod config;
 pub mod daemon;
 pub mod grpc;
-pub mod http;
 pub mod limits;
 pub mod logging;
 pub mod metrics;

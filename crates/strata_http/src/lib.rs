@@ -1,4 +1,5 @@
-//! The HTTP endpoint: `/metrics` (Prometheus text format) and `/health`.
+//! The HTTP endpoint every Strata daemon serves: `/metrics` (Prometheus text format)
+//! and `/health`.
 //!
 //! `/health` answers 200 `ready` once every listener is bound and every timeline is open
 //! (the daemon can serve), and 503 with `starting` or `stopping` otherwise, so that a
@@ -13,7 +14,7 @@ use axum::Router;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
-use crate::metrics::Metrics;
+use prometheus::{Encoder, Registry, TextEncoder};
 
 /// Where the daemon is in its life; only `Ready` serves.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -25,21 +26,32 @@ pub enum Readiness {
 
 #[derive(Clone, Debug)]
 struct HttpState {
-    metrics: Metrics,
+    registry: Registry,
     readiness: watch::Receiver<Readiness>,
+}
+
+/// The registry's metrics in Prometheus's text format.
+pub fn encode(registry: &Registry) -> Result<String, prometheus::Error> {
+    let mut buf = Vec::new();
+    TextEncoder::new().encode(&registry.gather(), &mut buf)?;
+    // The text encoder writes only UTF-8 (names are ASCII, label values are ids).
+    String::from_utf8(buf).map_err(|e| prometheus::Error::Msg(format!("non-UTF-8 output: {e}")))
 }
 
 /// Serve until `shutdown` turns true (or its sender is dropped).
 pub async fn serve(
     listener: TcpListener,
-    metrics: Metrics,
+    registry: Registry,
     readiness: watch::Receiver<Readiness>,
     mut shutdown: watch::Receiver<bool>,
 ) -> std::io::Result<()> {
     let app = Router::new()
         .route("/metrics", get(metrics_handler))
         .route("/health", get(health_handler))
-        .with_state(HttpState { metrics, readiness });
+        .with_state(HttpState {
+            registry,
+            readiness,
+        });
     axum::serve(listener, app)
         .with_graceful_shutdown(async move {
             // An error means the sender is gone: the daemon is stopping either way.
@@ -49,7 +61,7 @@ pub async fn serve(
 }
 
 async fn metrics_handler(State(state): State<HttpState>) -> Response {
-    match state.metrics.encode() {
+    match encode(&state.registry) {
         Ok(text) => ([(header::CONTENT_TYPE, prometheus::TEXT_FORMAT)], text).into_response(),
         Err(error) => {
             tracing::error!(%error, "encoding metrics");

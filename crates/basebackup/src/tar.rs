@@ -117,24 +117,35 @@ impl<W: Write> Write for TarWriter<W> {
     }
 }
 
-/// The lock file of a server that may still be running: never archived.
-const LOCK_FILE: &str = "postmaster.pid";
+/// A server's lock and options files, which describe one run, not the cluster: never
+/// archived.
+const NOT_ARCHIVED: &[&str] = &["postmaster.pid", "postmaster.opts"];
 /// Its contents are never archived: the pageserver starts after the shutdown
 /// checkpoint and never needs this WAL.
 const WAL_DIR: &str = "pg_wal";
+/// Archived empty: a replication slot belongs to one PostgreSQL, not to the timeline,
+/// and the import refuses slots.
+const SLOT_DIR: &str = "pg_replslot";
 
 /// Archives a stopped data directory for [`import_datadir_tar`](crate::import_datadir_tar):
-/// directories and regular files, sorted, without `pg_wal/*` and `postmaster.pid`.
-/// `pg_wal` itself is kept (as a directory even if it is a symlink to elsewhere); any
-/// other symlink (a tablespace) or special file is an error.
-pub fn tar_datadir(dir: &Path, out: impl Write) -> io::Result<()> {
+/// directories and regular files, sorted, without `pg_wal/*`, `pg_replslot/*`, the
+/// server's lock and options files, and the paths (relative to `dir`) in `skip` (files
+/// the caller keeps in the directory, such as a log). `pg_wal` itself is kept (as a
+/// directory even if it is a symlink to elsewhere); any other symlink (a tablespace) or
+/// special file is an error.
+pub fn tar_datadir(dir: &Path, skip: &[&Path], out: impl Write) -> io::Result<()> {
     let mut tar = TarWriter::new(io::BufWriter::new(out), 0);
-    add_dir(&mut tar, dir, "")?;
+    add_dir(&mut tar, dir, "", skip)?;
     tar.finish()?;
     Ok(())
 }
 
-fn add_dir<W: Write>(tar: &mut TarWriter<W>, dir: &Path, prefix: &str) -> io::Result<()> {
+fn add_dir<W: Write>(
+    tar: &mut TarWriter<W>,
+    dir: &Path,
+    prefix: &str,
+    skip: &[&Path],
+) -> io::Result<()> {
     let mut entries = fs::read_dir(dir)?.collect::<Result<Vec<_>, _>>()?;
     entries.sort_by_key(|e| e.file_name());
     for entry in entries {
@@ -146,15 +157,15 @@ fn add_dir<W: Write>(tar: &mut TarWriter<W>, dir: &Path, prefix: &str) -> io::Re
             )
         })?;
         let rel = format!("{prefix}{name}");
-        if rel == LOCK_FILE {
+        if NOT_ARCHIVED.contains(&rel.as_str()) || skip.contains(&Path::new(&rel)) {
             continue;
         }
         let kind = entry.file_type()?;
         let path = entry.path();
         if kind.is_dir() || (kind.is_symlink() && rel == WAL_DIR) {
             tar.dir(&rel)?;
-            if rel != WAL_DIR {
-                add_dir(tar, &path, &format!("{rel}/"))?;
+            if rel != WAL_DIR && rel != SLOT_DIR {
+                add_dir(tar, &path, &format!("{rel}/"), skip)?;
             }
         } else if kind.is_file() {
             let mut file = fs::File::open(&path)?;

@@ -77,7 +77,7 @@ fn wal_ingested_over_an_import_comes_back_as_a_basebackup() {
     let mut original = PgServer::start(PgConfig::new().data_checksums(true)).unwrap();
     original.stop().unwrap();
     let mut datadir_tar = Vec::new();
-    tar_datadir(original.data_dir(), &mut datadir_tar).unwrap();
+    tar_datadir(original.data_dir(), &[], &mut datadir_tar).unwrap();
     let import = import_datadir_tar(&datadir_tar[..]).unwrap();
     let seg = import.segment_size;
     let x = import.start_lsn;

@@ -139,7 +139,7 @@ fn import_then_basebackup_starts_stock_postgres() {
     let bin = original.bin().clone();
 
     let mut datadir_tar = Vec::new();
-    tar_datadir(original.data_dir(), &mut datadir_tar).unwrap();
+    tar_datadir(original.data_dir(), &[], &mut datadir_tar).unwrap();
     let import = import_datadir_tar(&datadir_tar[..]).unwrap();
     assert_eq!(import.pg_version, 15);
     assert!(import.data_checksums);
@@ -379,7 +379,7 @@ fn import_refuses_bad_input() {
     crashed.sql("CREATE TABLE x (a int)").unwrap();
     crashed.stop_immediate().unwrap();
     let mut good = Vec::new();
-    tar_datadir(crashed.data_dir(), &mut good).unwrap();
+    tar_datadir(crashed.data_dir(), &[], &mut good).unwrap();
     assert!(matches!(
         import_datadir_tar(&good[..]),
         Err(ImportError::NotShutDown(DBState::InProduction))
@@ -389,7 +389,7 @@ fn import_refuses_bad_input() {
     crashed.restart().unwrap();
     crashed.stop().unwrap();
     good.clear();
-    tar_datadir(crashed.data_dir(), &mut good).unwrap();
+    tar_datadir(crashed.data_dir(), &[], &mut good).unwrap();
     import_datadir_tar(&good[..]).unwrap();
 
     let keep = |_: &str, d: Vec<u8>| Some(d);
@@ -499,7 +499,7 @@ fn prepared_transactions_survive_import_and_basebackup() {
         .unwrap();
     original.stop().unwrap();
     let mut datadir_tar = Vec::new();
-    tar_datadir(original.data_dir(), &mut datadir_tar).unwrap();
+    tar_datadir(original.data_dir(), &[], &mut datadir_tar).unwrap();
     let import = import_datadir_tar(&datadir_tar[..]).unwrap();
     assert!(!import.data_checksums);
     assert!(import
@@ -571,7 +571,7 @@ fn relations_past_one_gigabyte_are_split_into_segment_files() {
     let mut original = PgServer::start(PgConfig::new()).unwrap();
     original.stop().unwrap();
     let mut datadir_tar = Vec::new();
-    tar_datadir(original.data_dir(), &mut datadir_tar).unwrap();
+    tar_datadir(original.data_dir(), &[], &mut datadir_tar).unwrap();
     let import = import_datadir_tar(&datadir_tar[..]).unwrap();
     let mut mem = Mem::default();
     for (key, value) in import.entries {

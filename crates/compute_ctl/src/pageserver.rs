@@ -195,7 +195,7 @@ impl Pageserver {
     }
 
     /// Creates the timeline from `tar`, a freshly bootstrapped data directory (see
-    /// [`archive::tar_datadir`]). Idempotent for the same data directory.
+    /// [`basebackup::tar_datadir`]). Idempotent for the same data directory.
     pub async fn import_timeline(
         &self,
         id: TenantTimelineId,

@@ -217,7 +217,7 @@ pub fn stopped_cluster() -> PgServer {
 /// A tar of `data_dir` as compute_ctl sends it (without the WAL).
 pub fn tar_datadir(data_dir: &Path) -> Vec<u8> {
     let mut tar = Vec::new();
-    basebackup::tar_datadir(data_dir, &mut tar).expect("tar the data directory");
+    basebackup::tar_datadir(data_dir, &[], &mut tar).expect("tar the data directory");
     tar
 }
 

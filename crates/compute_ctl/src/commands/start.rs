@@ -41,14 +41,13 @@ use crate::limits::{
 };
 use crate::lineage;
 use crate::pageserver::Pageserver;
-use crate::pgdata::archive::tar_datadir;
 use crate::pgdata::bootstrap::{bootstrap, give_to_server_user, has_cluster};
 use crate::pgdata::end_of_wal::{find_end_of_wal, read_control, ControlInfo};
 use crate::pgdata::pg_wal::PgWalDir;
 use crate::pgdata::settings::{
     command_line_options, compute_settings, wal_consistency_checking, write_settings, PROPOSER_NAME,
 };
-use crate::pgdata::state::ComputeState;
+use crate::pgdata::state::{ComputeState, STATE_FILE};
 use crate::postgres::{version_num, Postgres, StopMode};
 use crate::proposer::wal::{lock, ComputeWal, ProposerWal, SharedWalBuffer, WalBuffer};
 use crate::proposer::{self, DriverConfig, DriverHandle, Report};
@@ -290,15 +289,18 @@ async fn import_base_image(
     pg_log: &Path,
 ) -> Result<(), CommandError> {
     let pgdata = postgres.pgdata().to_owned();
-    let skip: Vec<PathBuf> = pg_log
-        .strip_prefix(&pgdata)
-        .ok()
-        .map(Path::to_path_buf)
-        .into_iter()
-        .collect();
-    let tar = blocking(move || Ok(tar_datadir(&pgdata, &skip)?))
-        .await
-        .context("archiving the new data directory")?;
+    // The state file belongs to this data directory, not to the timeline, and a log
+    // kept inside it is not cluster state either.
+    let mut skip: Vec<PathBuf> = vec![PathBuf::from(STATE_FILE)];
+    skip.extend(pg_log.strip_prefix(&pgdata).ok().map(Path::to_path_buf));
+    let tar = blocking(move || {
+        let skip: Vec<&Path> = skip.iter().map(PathBuf::as_path).collect();
+        let mut tar = Vec::new();
+        basebackup::tar_datadir(&pgdata, &skip, &mut tar)?;
+        Ok(tar)
+    })
+    .await
+    .context("archiving the new data directory")?;
     tracing::info!(
         bytes = tar.len(),
         pageserver = pageserver.addr(),

@@ -1,11 +1,7 @@
-//! Data directories as tar archives, both ways.
+//! Basebackup tars from the pageserver, unpacked. (The other way, a fresh data
+//! directory archived for `ImportTimeline`, is `basebackup::tar_datadir`, which writes
+//! exactly what the pageserver's import accepts.)
 //!
-//! - [`tar_datadir`]: a freshly bootstrapped, cleanly stopped data directory as the tar
-//!   `ImportTimeline` takes: everything but the WAL (the pageserver starts the timeline
-//!   at the shutdown checkpoint's end, which `pg_control` records), the replication
-//!   slots (a slot belongs to one PostgreSQL, not to the timeline; a basebackup has
-//!   none), the lock files and this data directory's own files (its state file and a
-//!   log kept inside it).
 //! - [`unpack`]: a basebackup tar streamed from the pageserver, unpacked into a new
 //!   directory. The archive comes from the network, so it is checked entry by entry:
 //!   only plain files and directories, only relative paths that stay inside the
@@ -22,16 +18,6 @@ use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Component, Path, PathBuf};
 
 use crate::limits::MAX_TAR_ENTRY_BYTES;
-use crate::pgdata::state::STATE_FILE;
-
-/// Files of a data directory that are not part of the cluster's state: the server's
-/// lock and options files, and `compute_ctl`'s own state file (it belongs to this data
-/// directory, not to the timeline).
-const NOT_ARCHIVED: &[&str] = &["postmaster.pid", "postmaster.opts", STATE_FILE];
-
-/// Top-level directories archived empty: the pageserver's timeline begins after the
-/// WAL a bootstrap wrote, and slots are each PostgreSQL's own.
-const EMPTIED_DIRS: &[&str] = &["pg_wal", "pg_replslot"];
 
 #[derive(Debug, thiserror::Error)]
 pub enum ArchiveError {
@@ -58,57 +44,6 @@ pub enum ArchiveError {
 fn io_err(context: impl Into<String>) -> impl FnOnce(io::Error) -> ArchiveError {
     let context = context.into();
     move |source| ArchiveError::Io { context, source }
-}
-
-/// The tar of `pgdata` for `ImportTimeline` (see the module documentation); `skip`
-/// names further files relative to `pgdata` to leave out (PostgreSQL's log when it is
-/// kept inside). Entries are sorted so that the same directory gives the same bytes.
-pub fn tar_datadir(pgdata: &Path, skip: &[PathBuf]) -> Result<Vec<u8>, ArchiveError> {
-    let mut builder = tar::Builder::new(Vec::new());
-    builder.mode(tar::HeaderMode::Deterministic);
-    builder.follow_symlinks(false);
-    let mut stack = vec![PathBuf::new()];
-    while let Some(relative) = stack.pop() {
-        let dir = pgdata.join(&relative);
-        let mut names: Vec<_> = fs::read_dir(&dir)
-            .map_err(io_err(format!("reading {}", dir.display())))?
-            .map(|entry| entry.map(|e| e.file_name()))
-            .collect::<Result<_, _>>()
-            .map_err(io_err(format!("reading {}", dir.display())))?;
-        names.sort();
-        // Popped last first: push in reverse so that the archive is in name order.
-        let mut subdirs = Vec::new();
-        for name in names {
-            let path = relative.join(&name);
-            let top_level = relative.as_os_str().is_empty();
-            if top_level && NOT_ARCHIVED.iter().any(|n| name == *n) {
-                continue;
-            }
-            if skip.contains(&path) {
-                continue;
-            }
-            let full = pgdata.join(&path);
-            let meta = fs::symlink_metadata(&full)
-                .map_err(io_err(format!("reading {}", full.display())))?;
-            if meta.is_dir() {
-                builder
-                    .append_dir(&path, &full)
-                    .map_err(io_err(format!("archiving {}", full.display())))?;
-                if !(top_level && EMPTIED_DIRS.iter().any(|d| name == *d)) {
-                    subdirs.push(path);
-                }
-            } else if meta.is_file() {
-                builder
-                    .append_path_with_name(&full, &path)
-                    .map_err(io_err(format!("archiving {}", full.display())))?;
-            }
-            // Anything else (sockets, links) is not part of a fresh cluster's state.
-        }
-        stack.extend(subdirs.into_iter().rev());
-    }
-    builder
-        .into_inner()
-        .map_err(io_err(format!("archiving {}", pgdata.display())))
 }
 
 /// The path of a tar entry as a relative path that stays inside the directory, or why
@@ -251,6 +186,7 @@ fn create_dirs(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::pgdata::state::STATE_FILE;
 
     fn tar_of(entries: &[(&str, &[u8])]) -> Vec<u8> {
         let mut builder = tar::Builder::new(Vec::new());
@@ -269,7 +205,7 @@ mod tests {
     }
 
     #[test]
-    fn a_data_directory_round_trips_without_wal_and_lock_files() {
+    fn a_data_directory_archived_for_import_unpacks_without_wal_slots_and_lock_files() {
         let src = tempfile::tempdir().unwrap();
         let p = src.path();
         fs::create_dir_all(p.join("base/1")).unwrap();
@@ -282,11 +218,14 @@ mod tests {
         fs::write(p.join("postmaster.pid"), b"1").unwrap();
         fs::write(p.join(STATE_FILE), b"{}").unwrap();
         fs::write(p.join("postgres.log"), b"log").unwrap();
-        let tar = tar_datadir(p, &[PathBuf::from("postgres.log")]).unwrap();
-        assert_eq!(
-            tar,
-            tar_datadir(p, &[PathBuf::from("postgres.log")]).unwrap()
-        );
+        let archive = || {
+            let mut tar = Vec::new();
+            let skip = [Path::new("postgres.log"), Path::new(STATE_FILE)];
+            basebackup::tar_datadir(p, &skip, &mut tar).unwrap();
+            tar
+        };
+        let tar = archive();
+        assert_eq!(tar, archive());
 
         let dst = tempfile::tempdir().unwrap();
         let files = unpack(&tar[..], dst.path(), None).unwrap();

@@ -2,7 +2,9 @@
 # Installs what a fresh Debian machine with Rust lacks to build and test Strata:
 # PostgreSQL 15 (server, client tools, contrib), protoc (strata_proto's build
 # compiles proto/*.proto with it), and RocksDB with libclang (layer_store links
-# Debian's RocksDB through generated bindings). Skips what is already present.
+# Debian's RocksDB through generated bindings), and promtool (Debian's prometheus
+# package; scripts/check-metrics.sh lints every daemon's /metrics with it). Skips what
+# is already present.
 set -euo pipefail
 
 pg_bindir=/usr/lib/postgresql/15/bin
@@ -13,6 +15,7 @@ packages=()
 command -v protoc >/dev/null || packages+=(protobuf-compiler)
 [ -f /usr/include/rocksdb/c.h ] || packages+=(librocksdb-dev)
 ls /usr/lib/llvm-*/lib/libclang.so* >/dev/null 2>&1 || packages+=(libclang-dev)
+command -v promtool >/dev/null || packages+=(prometheus)
 
 if [ ${#packages[@]} -eq 0 ]; then
   exit 0

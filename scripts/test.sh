@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The test command: installs what is missing, checks formatting, lints and layering,
-# builds, and runs every test against real PostgreSQL 15.
+# builds, validates the deploy files and every daemon's metrics, and runs every test
+# against real PostgreSQL 15.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -14,6 +15,10 @@ echo "== layering"
 scripts/check-layering.sh
 echo "== build"
 cargo build --workspace --bins --locked
+echo "== deploy files (systemd-analyze, kubernetes-validate, docker-compose)"
+scripts/check-deploy.sh
+echo "== metrics (promtool check metrics on a running cluster, dashboard)"
+scripts/check-metrics.sh
 echo "== tests"
 cargo test --workspace --locked --no-fail-fast 2>&1 | tee "${TMPDIR:-/tmp}/strata-test.log"
 echo "== summary"

@@ -38,6 +38,7 @@ pub struct Metrics {
     records_ingested: IntCounterVec,
     last_record_lsn: IntGaugeVec,
     disk_consistent_lsn: IntGaugeVec,
+    ingest_lag: IntGaugeVec,
     layer_files: IntGaugeVec,
     layer_bytes: IntGaugeVec,
     ingest_errors: IntCounterVec,
@@ -79,6 +80,10 @@ impl Metrics {
             disk_consistent_lsn: gauge_vec(
                 "pageserver_disk_consistent_lsn",
                 "Everything ingested up to this LSN is durable on local disk",
+            )?,
+            ingest_lag: gauge_vec(
+                "pageserver_wal_ingest_lag_bytes",
+                "WAL received from the safekeeper but not yet ingested (committed to the layer store)",
             )?,
             layer_files: gauge_vec(
                 "pageserver_layer_files",
@@ -140,6 +145,7 @@ impl Metrics {
             ingest_errors: self.ingest_errors.with_label_values(&labels),
             last_record_lsn: self.last_record_lsn.with_label_values(&labels),
             disk_consistent_lsn: self.disk_consistent_lsn.with_label_values(&labels),
+            ingest_lag: self.ingest_lag.with_label_values(&labels),
             layer_files: self.layer_files.with_label_values(&labels),
             layer_bytes: self.layer_bytes.with_label_values(&labels),
         }
@@ -168,6 +174,8 @@ pub struct TimelineMetrics {
     pub ingest_errors: IntCounter,
     last_record_lsn: IntGauge,
     disk_consistent_lsn: IntGauge,
+    /// Received minus ingested, in bytes (the walreceiver sets it).
+    pub ingest_lag: IntGauge,
     layer_files: IntGauge,
     layer_bytes: IntGauge,
 }

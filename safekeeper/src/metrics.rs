@@ -30,9 +30,11 @@ pub struct MetricsError(#[from] prometheus::Error);
 pub struct Metrics {
     registry: Registry,
     wal_bytes_received: IntCounterVec,
+    wal_bytes_flushed: IntCounterVec,
     appends: IntCounterVec,
     flush_lsn: IntGaugeVec,
     commit_lsn: IntGaugeVec,
+    commit_lag: IntGaugeVec,
     term: IntGaugeVec,
     storage_errors: IntCounterVec,
     pub fsync_seconds: Histogram,
@@ -59,6 +61,10 @@ impl Metrics {
                 "safekeeper_wal_bytes_received_total",
                 "WAL bytes received from proposers in append requests",
             )?,
+            wal_bytes_flushed: counter_vec(
+                "safekeeper_wal_bytes_flushed_total",
+                "WAL bytes made durable (fsynced) on this safekeeper",
+            )?,
             appends: counter_vec(
                 "safekeeper_appends_total",
                 "Append requests (heartbeats included) processed",
@@ -70,6 +76,10 @@ impl Metrics {
             commit_lsn: gauge_vec(
                 "safekeeper_commit_lsn",
                 "Highest LSN known to be held by a quorum",
+            )?,
+            commit_lag: gauge_vec(
+                "safekeeper_commit_lag_bytes",
+                "WAL durable on this safekeeper but not yet known to be committed (flush LSN minus commit LSN)",
             )?,
             term: gauge_vec("safekeeper_term", "Highest term this safekeeper accepted")?,
             storage_errors: counter_vec(
@@ -112,9 +122,11 @@ impl Metrics {
         let labels = [tenant.as_str(), timeline.as_str()];
         TimelineMetrics {
             wal_bytes_received: self.wal_bytes_received.with_label_values(&labels),
+            wal_bytes_flushed: self.wal_bytes_flushed.with_label_values(&labels),
             appends: self.appends.with_label_values(&labels),
             flush_lsn: self.flush_lsn.with_label_values(&labels),
             commit_lsn: self.commit_lsn.with_label_values(&labels),
+            commit_lag: self.commit_lag.with_label_values(&labels),
             term: self.term.with_label_values(&labels),
             storage_errors: self.storage_errors.with_label_values(&labels),
         }
@@ -127,6 +139,8 @@ impl Metrics {
         let labels = [tenant.as_str(), timeline.as_str()];
         // An error only means the series was never created.
         let _ = self.wal_bytes_received.remove_label_values(&labels);
+        let _ = self.wal_bytes_flushed.remove_label_values(&labels);
+        let _ = self.commit_lag.remove_label_values(&labels);
         let _ = self.appends.remove_label_values(&labels);
         let _ = self.flush_lsn.remove_label_values(&labels);
         let _ = self.commit_lsn.remove_label_values(&labels);
@@ -149,10 +163,12 @@ impl Metrics {
 #[derive(Clone, Debug)]
 pub struct TimelineMetrics {
     pub wal_bytes_received: IntCounter,
+    pub wal_bytes_flushed: IntCounter,
     pub appends: IntCounter,
     pub storage_errors: IntCounter,
     flush_lsn: IntGauge,
     commit_lsn: IntGauge,
+    commit_lag: IntGauge,
     term: IntGauge,
 }
 
@@ -161,6 +177,8 @@ impl TimelineMetrics {
         self.term.set(saturating_i64(term));
         self.flush_lsn.set(saturating_i64(flush_lsn.0));
         self.commit_lsn.set(saturating_i64(commit_lsn.0));
+        self.commit_lag
+            .set(saturating_i64(flush_lsn.0.saturating_sub(commit_lsn.0)));
     }
 }
 

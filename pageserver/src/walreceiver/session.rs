@@ -166,6 +166,7 @@ impl Session<'_> {
                     if changed.is_err() {
                         return Outcome::IngestEnded;
                     }
+                    self.report_lag();
                     if let Err(error) = self.send_status().await {
                         return Outcome::Retry(error);
                     }
@@ -179,6 +180,15 @@ impl Session<'_> {
         }
     }
 
+    fn report_lag(&self) {
+        let ingested = *self.committed.borrow();
+        let lag = self.received.0.saturating_sub(ingested.0);
+        self.timeline
+            .metrics()
+            .ingest_lag
+            .set(i64::try_from(lag).unwrap_or(i64::MAX));
+    }
+
     async fn on_wal(&mut self, start: Lsn, wal: Vec<u8>) -> Result<(), Outcome> {
         if start != self.received {
             return Err(Outcome::Retry(format!(
@@ -189,6 +199,7 @@ impl Session<'_> {
         let len = wal.len() as u64;
         self.received = Lsn(self.received.0 + len);
         self.timeline.metrics().wal_ingest_bytes.inc_by(len);
+        self.report_lag();
         self.last_wal = Instant::now();
         // Waits when the ingest thread is behind by a whole queue: TCP then holds the
         // safekeeper back.

@@ -213,6 +213,10 @@ impl Actor {
                     self.metrics
                         .fsync_seconds
                         .observe(started.elapsed().as_secs_f64());
+                    shared
+                        .metrics
+                        .wal_bytes_flushed
+                        .inc_by(self.unflushed_bytes);
                 }
                 self.unflushed_bytes = 0;
                 self.at_segment_end = false;

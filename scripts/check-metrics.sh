@@ -1,0 +1,78 @@
+#!/usr/bin/env bash
+# Lints every daemon's /metrics with `promtool check metrics` (Prometheus naming and
+# exposition rules), scraped from a running local cluster after a small workload, and
+# checks that every metric deploy/grafana/strata.json queries is exported by some
+# daemon, so the dashboard cannot drift from the code.
+#
+# Expects the debug binaries built (scripts/test.sh's build step); installs promtool
+# (Debian's prometheus package) when it is missing. Exits non-zero on any finding.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+bin="${CARGO_TARGET_DIR:-target}/debug"
+strata="$bin/strata"
+[ -x "$strata" ] || { echo "check-metrics: $strata not built (cargo build --workspace --bins)" >&2; exit 1; }
+
+if ! command -v promtool >/dev/null; then
+  sudo=""
+  [ "$(id -u)" -ne 0 ] && sudo="sudo"
+  echo "installing: prometheus (for promtool)"
+  $sudo apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends prometheus >/dev/null
+fi
+
+work=$(mktemp -d /tmp/strata-check-metrics.XXXXXX)
+chmod 755 "$work"
+cluster="$work/cluster"
+cleanup() {
+  "$strata" down --dir "$cluster" >/dev/null 2>&1 || true
+  rm -rf "$work"
+}
+trap cleanup EXIT
+
+connstr=$("$strata" up --dir "$cluster" 2>"$work/up.log" | tail -n1) || {
+  cat "$work/up.log" >&2
+  exit 1
+}
+psql -q -v ON_ERROR_STOP=1 "$connstr" >/dev/null <<'SQL'
+CREATE TABLE metrics_check (id int PRIMARY KEY, payload text);
+INSERT INTO metrics_check SELECT g, repeat('x', 200) FROM generate_series(1, 5000) g;
+CHECKPOINT;
+SQL
+rel=$(psql -qAt "$connstr" -c "SELECT (SELECT CASE WHEN reltablespace = 0 THEN 1663 ELSE reltablespace END FROM pg_class WHERE relname = 'metrics_check') || '/' || (SELECT oid FROM pg_database WHERE datname = current_database()) || '/' || pg_relation_filenode('metrics_check')")
+lsn=$(psql -qAt "$connstr" -c "SELECT pg_current_wal_flush_lsn()")
+# Read paths too, so their series exist: a page and a whole basebackup.
+"$strata" getpage --dir "$cluster" --lsn "$lsn" --rel "$rel" --blk 0 >/dev/null
+"$strata" basebackup --dir "$cluster" --lsn "$lsn" --out "$work/basebackup" >/dev/null
+
+status=$("$strata" status --dir "$cluster" --json)
+ports=$(python3 -c '
+import json, sys
+s = json.loads(sys.argv[1])
+for sk in s["safekeepers"]:
+    print("safekeeper-%s %s" % (sk["id"], sk["http_port"]))
+print("pageserver %s" % s["pageserver"]["http_port"])
+' "$status")
+
+failed=0
+: >"$work/all.prom"
+while read -r name port; do
+  curl -fsS "http://127.0.0.1:$port/metrics" >"$work/$name.prom"
+  cat "$work/$name.prom" >>"$work/all.prom"
+  if out=$(promtool check metrics <"$work/$name.prom" 2>&1); then
+    echo "ok    promtool check metrics: $name ($(grep -vc '^#' "$work/$name.prom") samples)"
+  else
+    echo "FAIL  promtool check metrics: $name"
+    echo "$out"
+    failed=1
+  fi
+done <<<"$ports"
+
+if out=$(python3 deploy/checks/check_dashboard.py deploy/grafana/strata.json "$work/all.prom" 2>&1); then
+  echo "ok    dashboard: $out"
+else
+  echo "FAIL  dashboard"
+  echo "$out"
+  failed=1
+fi
+exit "$failed"

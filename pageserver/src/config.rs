@@ -1,5 +1,6 @@
-//! The daemon's configuration: a TOML file (`--config PATH`) with command-line flags
-//! overriding it.
+//! The daemon's configuration: a TOML file (`--config PATH`), environment variables
+//! overriding its keys, and command-line flags overriding both (clap reads a flag's
+//! variable when the flag is absent, so the two merge as one set of overrides).
 //!
 //! Every key of the file is documented in [`DEFAULT_CONFIG_TOML`], which
 //! `pageserver --print-default-config` prints. Unknown keys are an error naming the key,
@@ -15,7 +16,9 @@ pub use strata_logging::LogFormat;
 
 /// What `--print-default-config` prints: every key with its default value and meaning.
 /// A test checks that it parses into [`Config::default`].
-pub const DEFAULT_CONFIG_TOML: &str = r#"# Strata pageserver configuration. Command-line flags override these keys.
+pub const DEFAULT_CONFIG_TOML: &str = r#"# Strata pageserver configuration. An environment variable STRATA_PAGESERVER_<KEY>
+# (the key in upper case, e.g. STRATA_PAGESERVER_DATA_DIR) overrides a key, and the
+# flag of the same name (--data-dir) overrides both. Tables have no variable or flag.
 
 # Where tenants and timelines live: <data_dir>/tenants/<tenant_id>/timelines/<timeline_id>/
 # (--data-dir). The daemon also writes pageserver.ports.json here once it has bound its
@@ -127,37 +130,37 @@ struct FileConfig {
 #[derive(Debug, Default, Clone, clap::Args)]
 pub struct Overrides {
     /// Directory holding tenants and timelines.
-    #[arg(long)]
+    #[arg(long, env = "STRATA_PAGESERVER_DATA_DIR")]
     pub data_dir: Option<PathBuf>,
     /// gRPC listen address (HOST:PORT; port 0 picks a free port).
-    #[arg(long)]
+    #[arg(long, env = "STRATA_PAGESERVER_LISTEN_GRPC")]
     pub listen_grpc: Option<SocketAddr>,
     /// HTTP (/metrics, /health) listen address.
-    #[arg(long)]
+    #[arg(long, env = "STRATA_PAGESERVER_LISTEN_HTTP")]
     pub listen_http: Option<SocketAddr>,
     /// Log format.
-    #[arg(long, value_enum)]
+    #[arg(long, env = "STRATA_PAGESERVER_LOG_FORMAT", value_enum)]
     pub log_format: Option<LogFormat>,
     /// How long a read waits for an LSN not yet ingested, in milliseconds.
-    #[arg(long)]
+    #[arg(long, env = "STRATA_PAGESERVER_WAIT_LSN_TIMEOUT_MS")]
     pub wait_lsn_timeout_ms: Option<u64>,
     /// Open-layer size in bytes at which it is frozen into a delta layer file.
-    #[arg(long)]
+    #[arg(long, env = "STRATA_PAGESERVER_CHECKPOINT_DISTANCE")]
     pub checkpoint_distance: Option<u64>,
     /// Delta layers since the last image layer that trigger a new image layer.
-    #[arg(long)]
+    #[arg(long, env = "STRATA_PAGESERVER_IMAGE_LAYER_AFTER_DELTAS")]
     pub image_layer_after_deltas: Option<u32>,
     /// Largest ImportTimeline tar accepted, in bytes.
-    #[arg(long)]
+    #[arg(long, env = "STRATA_PAGESERVER_MAX_IMPORT_BYTES")]
     pub max_import_bytes: Option<u64>,
     /// How long a WAL stream may stall before switching safekeepers, in milliseconds.
-    #[arg(long)]
+    #[arg(long, env = "STRATA_PAGESERVER_WAL_STALL_TIMEOUT_MS")]
     pub wal_stall_timeout_ms: Option<u64>,
 }
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
-    #[error("reading config file {path}: {source}")]
+    #[error("reading config file {path}")]
     Read {
         path: PathBuf,
         #[source]

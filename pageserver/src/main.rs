@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::Context;
-use clap::Parser;
+use clap::{CommandFactory, Parser};
 use pageserver::config::{Config, Overrides, DEFAULT_CONFIG_TOML};
 use pageserver::limits::SHUTDOWN_BLOCKING_TIMEOUT;
 
@@ -13,8 +13,9 @@ use pageserver::limits::SHUTDOWN_BLOCKING_TIMEOUT;
 #[derive(Debug, Parser)]
 #[command(version)]
 struct Args {
-    /// TOML configuration file; flags override its keys.
-    #[arg(long, value_name = "PATH")]
+    /// TOML configuration file. Environment variables override its keys, flags
+    /// override both.
+    #[arg(long, env = "STRATA_PAGESERVER_CONFIG", value_name = "PATH")]
     config: Option<PathBuf>,
     /// Print the default configuration file, every key documented, and exit.
     #[arg(long)]
@@ -25,6 +26,11 @@ struct Args {
 
 fn main() -> ExitCode {
     let args = Args::parse();
+    if let Err(error) = strata_logging::check_env_overrides(&Args::command(), "STRATA_PAGESERVER_")
+    {
+        eprintln!("pageserver: {error}");
+        return ExitCode::FAILURE;
+    }
     if args.print_default_config {
         print!("{DEFAULT_CONFIG_TOML}");
         return ExitCode::SUCCESS;

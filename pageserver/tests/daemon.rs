@@ -496,3 +496,39 @@ fn configuration_errors_are_one_clear_line() {
     let text = String::from_utf8(out.stdout).unwrap();
     assert!(text.contains("checkpoint_distance = 67108864"), "{text}");
 }
+
+#[test]
+fn environment_overrides_the_file_and_unknown_variables_are_errors() {
+    let run = |vars: &[(&str, &str)], file: &str| {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("ps.toml");
+        std::fs::write(&path, file).unwrap();
+        let out = Daemon::command()
+            .arg("--config")
+            .arg(&path)
+            .envs(vars.iter().copied())
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    // The variable wins over the file's valid value: validation then names the key.
+    let (ok, stderr) = run(
+        &[("STRATA_PAGESERVER_CHECKPOINT_DISTANCE", "0")],
+        "checkpoint_distance = 8192\n",
+    );
+    assert!(
+        !ok && stderr.contains("checkpoint_distance must be at least 1"),
+        "{stderr}"
+    );
+    let (ok, stderr) = run(&[("STRATA_PAGESERVER_CHEKPOINT_DISTANCE", "1")], "");
+    assert!(!ok, "{stderr}");
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(
+        stderr.contains("STRATA_PAGESERVER_CHEKPOINT_DISTANCE"),
+        "{stderr}"
+    );
+}

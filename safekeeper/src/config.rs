@@ -1,5 +1,6 @@
-//! The daemon's configuration: a TOML file (`--config PATH`) with command-line flags
-//! overriding it.
+//! The daemon's configuration: a TOML file (`--config PATH`), environment variables
+//! overriding its keys, and command-line flags overriding both (clap reads a flag's
+//! variable when the flag is absent, so the two merge as one set of overrides).
 //!
 //! Every key of the file is documented in [`DEFAULT_CONFIG_TOML`], which
 //! `safekeeper --print-default-config` prints. Unknown keys are an error naming the key,
@@ -14,7 +15,9 @@ pub use strata_logging::LogFormat;
 
 /// What `--print-default-config` prints: every key with its default value and meaning.
 /// A test checks that it parses into [`Config::default`].
-pub const DEFAULT_CONFIG_TOML: &str = r#"# Strata safekeeper configuration. Command-line flags override these keys.
+pub const DEFAULT_CONFIG_TOML: &str = r#"# Strata safekeeper configuration. An environment variable STRATA_SAFEKEEPER_<KEY>
+# (the key in upper case, e.g. STRATA_SAFEKEEPER_DATA_DIR) overrides a key, and the
+# flag of the same name (--data-dir) overrides both.
 
 # This safekeeper's id, unique within the cluster (--id).
 id = 1
@@ -89,31 +92,31 @@ struct FileConfig {
 #[derive(Debug, Default, Clone, clap::Args)]
 pub struct Overrides {
     /// This safekeeper's id, unique within the cluster.
-    #[arg(long)]
+    #[arg(long, env = "STRATA_SAFEKEEPER_ID")]
     pub id: Option<u64>,
     /// Directory holding the timelines.
-    #[arg(long)]
+    #[arg(long, env = "STRATA_SAFEKEEPER_DATA_DIR")]
     pub data_dir: Option<PathBuf>,
     /// gRPC listen address (HOST:PORT; port 0 picks a free port).
-    #[arg(long)]
+    #[arg(long, env = "STRATA_SAFEKEEPER_LISTEN_GRPC")]
     pub listen_grpc: Option<SocketAddr>,
     /// PostgreSQL replication protocol listen address.
-    #[arg(long)]
+    #[arg(long, env = "STRATA_SAFEKEEPER_LISTEN_PG")]
     pub listen_pg: Option<SocketAddr>,
     /// HTTP (/metrics, /health) listen address.
-    #[arg(long)]
+    #[arg(long, env = "STRATA_SAFEKEEPER_LISTEN_HTTP")]
     pub listen_http: Option<SocketAddr>,
     /// Log format.
-    #[arg(long, value_enum)]
+    #[arg(long, env = "STRATA_SAFEKEEPER_LOG_FORMAT", value_enum)]
     pub log_format: Option<LogFormat>,
     /// WAL bytes kept below each timeline's commit LSN (default: all).
-    #[arg(long)]
+    #[arg(long, env = "STRATA_SAFEKEEPER_WAL_RETENTION_BYTES")]
     pub wal_retention_bytes: Option<u64>,
 }
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
-    #[error("reading config file {path}: {source}")]
+    #[error("reading config file {path}")]
     Read {
         path: PathBuf,
         #[source]

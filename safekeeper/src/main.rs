@@ -5,15 +5,16 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::Context;
-use clap::Parser;
+use clap::{CommandFactory, Parser};
 use safekeeper::config::{Config, Overrides, DEFAULT_CONFIG_TOML};
 
 /// Strata safekeeper: a Paxos acceptor that stores WAL durably and serves it.
 #[derive(Debug, Parser)]
 #[command(version)]
 struct Args {
-    /// TOML configuration file; flags override its keys.
-    #[arg(long, value_name = "PATH")]
+    /// TOML configuration file. Environment variables override its keys, flags
+    /// override both.
+    #[arg(long, env = "STRATA_SAFEKEEPER_CONFIG", value_name = "PATH")]
     config: Option<PathBuf>,
     /// Print the default configuration file, every key documented, and exit.
     #[arg(long)]
@@ -24,6 +25,11 @@ struct Args {
 
 fn main() -> ExitCode {
     let args = Args::parse();
+    if let Err(error) = strata_logging::check_env_overrides(&Args::command(), "STRATA_SAFEKEEPER_")
+    {
+        eprintln!("safekeeper: {error}");
+        return ExitCode::FAILURE;
+    }
     if args.print_default_config {
         print!("{DEFAULT_CONFIG_TOML}");
         return ExitCode::SUCCESS;

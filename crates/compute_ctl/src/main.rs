@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::Context;
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand};
 use compute_ctl::commands::exit_code;
 use compute_ctl::commands::start::{start, StartArgs};
 use compute_ctl::commands::sync::{sync_safekeepers, SyncArgs};
@@ -23,7 +23,7 @@ use tracing::Instrument;
 #[command(version)]
 struct Cli {
     /// Log format on stderr (levels from RUST_LOG, default info).
-    #[arg(long, value_enum, default_value_t = LogFormat::Text, global = true)]
+    #[arg(long, env = "STRATA_COMPUTE_CTL_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text, global = true)]
     log_format: LogFormat,
     #[command(subcommand)]
     command: Command,
@@ -32,16 +32,20 @@ struct Cli {
 #[derive(Debug, clap::Args)]
 struct Timeline {
     /// Tenant id (32 hex digits).
-    #[arg(long)]
+    #[arg(long, env = "STRATA_COMPUTE_CTL_TENANT")]
     tenant: TenantId,
     /// Timeline id (32 hex digits).
-    #[arg(long)]
+    #[arg(long, env = "STRATA_COMPUTE_CTL_TIMELINE")]
     timeline: TimelineId,
     /// The timeline's safekeepers, gRPC addresses: HOST:PORT,HOST:PORT,...
-    #[arg(long, value_name = "HOST:PORT,...")]
+    #[arg(
+        long,
+        env = "STRATA_COMPUTE_CTL_SAFEKEEPERS",
+        value_name = "HOST:PORT,..."
+    )]
     safekeepers: String,
     /// How long to wait for a quorum of safekeepers to elect us.
-    #[arg(long, value_name = "SECONDS", default_value_t = DEFAULT_ELECTION_TIMEOUT_SECS)]
+    #[arg(long, env = "STRATA_COMPUTE_CTL_ELECTION_TIMEOUT_SECS", value_name = "SECONDS", default_value_t = DEFAULT_ELECTION_TIMEOUT_SECS)]
     election_timeout_secs: u64,
 }
 
@@ -58,23 +62,23 @@ enum Command {
     /// safekeepers until SIGTERM or fencing.
     Start {
         /// The data directory (created with initdb when absent or empty).
-        #[arg(long, value_name = "DIR")]
+        #[arg(long, env = "STRATA_COMPUTE_CTL_PGDATA", value_name = "DIR")]
         pgdata: PathBuf,
         /// The port PostgreSQL listens on (127.0.0.1).
-        #[arg(long, value_name = "PORT")]
+        #[arg(long, env = "STRATA_COMPUTE_CTL_PG_PORT", value_name = "PORT")]
         pg_port: u16,
         #[command(flatten)]
         timeline: Timeline,
         /// Write a JSON status here once PostgreSQL accepts connections.
-        #[arg(long, value_name = "PATH")]
+        #[arg(long, env = "STRATA_COMPUTE_CTL_STATUS_FILE", value_name = "PATH")]
         status_file: Option<PathBuf>,
         /// PostgreSQL's log file (default: postgres.log in the data directory).
-        #[arg(long, value_name = "PATH")]
+        #[arg(long, env = "STRATA_COMPUTE_CTL_PG_LOG", value_name = "PATH")]
         pg_log: Option<PathBuf>,
         /// The pageserver's gRPC address: a new timeline's base image is imported
         /// there, and an empty data directory of an existing timeline is made from its
         /// basebackup.
-        #[arg(long, value_name = "HOST:PORT")]
+        #[arg(long, env = "STRATA_COMPUTE_CTL_PAGESERVER", value_name = "HOST:PORT")]
         pageserver: Option<String>,
     },
 }
@@ -92,6 +96,11 @@ fn main() -> ExitCode {
             return ExitCode::from(code);
         }
     };
+    if let Err(error) = strata_logging::check_env_overrides(&Cli::command(), "STRATA_COMPUTE_CTL_")
+    {
+        eprintln!("compute_ctl: {error}");
+        return ExitCode::from(exit_code::USAGE);
+    }
     if let Err(error) = logging::init(cli.log_format) {
         eprintln!("compute_ctl: {error}");
         return ExitCode::from(exit_code::ERROR);

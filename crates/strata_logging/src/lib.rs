@@ -46,3 +46,40 @@ pub fn init(format: LogFormat) -> Result<(), LoggingError> {
     };
     result.map_err(|e| LoggingError(e.to_string()))
 }
+
+/// Environment variables that start with `prefix` (e.g. `STRATA_PAGESERVER_`) but that
+/// no argument of `command` (or of its subcommands) reads, sorted: a misspelt override
+/// is reported instead of silently leaving the setting at its default.
+pub fn unknown_env_overrides(command: &clap::Command, prefix: &str) -> Vec<String> {
+    fn known(command: &clap::Command, names: &mut Vec<String>) {
+        for arg in command.get_arguments() {
+            if let Some(env) = arg.get_env() {
+                names.push(env.to_string_lossy().into_owned());
+            }
+        }
+        for sub in command.get_subcommands() {
+            known(sub, names);
+        }
+    }
+    let mut names = Vec::new();
+    known(command, &mut names);
+    let mut unknown: Vec<String> = std::env::vars_os()
+        .filter_map(|(name, _)| name.into_string().ok())
+        .filter(|name| name.starts_with(prefix) && !names.contains(name))
+        .collect();
+    unknown.sort();
+    unknown
+}
+
+/// [`unknown_env_overrides`] as the one-line error every Strata program gives.
+pub fn check_env_overrides(command: &clap::Command, prefix: &str) -> Result<(), String> {
+    let unknown = unknown_env_overrides(command, prefix);
+    if unknown.is_empty() {
+        return Ok(());
+    }
+    Err(format!(
+        "unknown environment variable{} {} (see --help for the {prefix}* variables)",
+        if unknown.len() == 1 { "" } else { "s" },
+        unknown.join(", ")
+    ))
+}

@@ -2,7 +2,8 @@
 //! is committed, a majority of safekeepers counted at least that many bytes flushed and
 //! some appends, and the pageserver counted at least those bytes ingested and some
 //! records; a `strata getpage` adds a GetPage request, a `strata basebackup` a
-//! basebackup and its bytes. Scraped over plain HTTP from a real `strata up` cluster.
+//! basebackup and its bytes (and, its stderr not being a terminal, prints no progress
+//! display). Scraped over plain HTTP from a real `strata up` cluster.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 

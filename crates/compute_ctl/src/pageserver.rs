@@ -270,6 +270,21 @@ impl Pageserver {
         dir: &Path,
         owner: Option<(u32, u32)>,
     ) -> Result<Unpacked, PageserverError> {
+        self.basebackup_into_reporting(id, lsn, standby, dir, owner, |_| {})
+            .await
+    }
+
+    /// [`Self::basebackup_into`], calling `received` with the bytes of the tar
+    /// received so far after every chunk (for a progress display).
+    pub async fn basebackup_into_reporting(
+        &self,
+        id: TenantTimelineId,
+        lsn: Lsn,
+        standby: bool,
+        dir: &Path,
+        owner: Option<(u32, u32)>,
+        received: impl Fn(u64),
+    ) -> Result<Unpacked, PageserverError> {
         let deadline = tokio::time::Instant::now() + PAGESERVER_TRANSFER_TIMEOUT;
         let mut client = self.client();
         let call = client.get_basebackup(pb::BasebackupRequest {
@@ -307,6 +322,7 @@ impl Pageserver {
             match next_chunk(&mut stream, deadline).await {
                 Ok(Some(message)) => {
                     bytes += message.data.len() as u64;
+                    received(bytes);
                     chunk = Some(message.data);
                 }
                 Ok(None) => break,

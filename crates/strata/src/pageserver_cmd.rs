@@ -14,6 +14,9 @@ use pg_harness::PgBin;
 use postgres_wal::Lsn;
 use strata_ids::{TenantTimelineId, TimelineId};
 
+/// How often a progress display redraws.
+const PROGRESS_TICK: std::time::Duration = std::time::Duration::from_millis(120);
+
 use crate::cluster_cmd::DirArg;
 
 #[derive(Debug, clap::Args)]
@@ -96,13 +99,16 @@ pub fn basebackup(args: &BasebackupArgs) -> anyhow::Result<()> {
         .server_user()
         .map(|u| (u.uid, u.gid));
     let created = prepare_out(out, owner)?;
-    let result = runtime.block_on(pageserver.basebackup_into(
+    let progress = progress_bar("receiving basebackup");
+    let result = runtime.block_on(pageserver.basebackup_into_reporting(
         id,
         args.lsn.unwrap_or(Lsn::INVALID),
         args.standby,
         out,
         owner,
+        |bytes| progress.set_position(bytes),
     ));
+    progress.finish_and_clear();
     match result {
         Ok(unpacked) => {
             println!(
@@ -215,4 +221,21 @@ mod tests {
         assert!(parse_rel("1663/5/1/2", "main").is_err());
         assert!(parse_rel("1663/5/1", "heap").is_err());
     }
+}
+
+/// A byte counter on stderr while a long transfer runs, for a person at a terminal;
+/// hidden when stderr is not one (scripts, logs, CI), so it never lands in output
+/// that is parsed.
+fn progress_bar(what: &'static str) -> indicatif::ProgressBar {
+    use std::io::IsTerminal;
+    if !std::io::stderr().is_terminal() {
+        return indicatif::ProgressBar::hidden();
+    }
+    let bar = indicatif::ProgressBar::new_spinner().with_message(what);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template("{spinner} {msg}: {bytes} ({bytes_per_sec})")
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_spinner()),
+    );
+    bar.enable_steady_tick(PROGRESS_TICK);
+    bar
 }

@@ -208,21 +208,6 @@ fn parse_rel(rel: &str, fork: &str) -> anyhow::Result<RelFork> {
     })
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn relations_and_forks_parse() {
-        let rel = parse_rel("1663/5/16384", "vm").unwrap();
-        assert_eq!((rel.spc, rel.db, rel.rel, rel.fork), (1663, 5, 16384, 2));
-        assert!(parse_rel("1663/5", "main").is_err());
-        assert!(parse_rel("1663/5/x", "main").is_err());
-        assert!(parse_rel("1663/5/1/2", "main").is_err());
-        assert!(parse_rel("1663/5/1", "heap").is_err());
-    }
-}
-
 /// A byte counter on stderr while a long transfer runs, for a person at a terminal;
 /// hidden when stderr is not one (scripts, logs, CI), so it never lands in output
 /// that is parsed.
@@ -238,4 +223,19 @@ fn progress_bar(what: &'static str) -> indicatif::ProgressBar {
     );
     bar.enable_steady_tick(PROGRESS_TICK);
     bar
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn relations_and_forks_parse() {
+        let rel = parse_rel("1663/5/16384", "vm").unwrap();
+        assert_eq!((rel.spc, rel.db, rel.rel, rel.fork), (1663, 5, 16384, 2));
+        assert!(parse_rel("1663/5", "main").is_err());
+        assert!(parse_rel("1663/5/x", "main").is_err());
+        assert!(parse_rel("1663/5/1/2", "main").is_err());
+        assert!(parse_rel("1663/5/1", "heap").is_err());
+    }
 }

@@ -17,7 +17,10 @@ fn configuration_reference_quotes_every_default_config() {
             .arg("--print-default-config")
             .output()
             .unwrap();
-        assert!(out.status.success(), "{daemon} --print-default-config failed");
+        assert!(
+            out.status.success(),
+            "{daemon} --print-default-config failed"
+        );
         let text = String::from_utf8(out.stdout).unwrap();
         assert!(
             doc.contains(&format!("```toml\n{text}```")),

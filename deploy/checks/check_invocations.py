@@ -35,7 +35,7 @@ def source_flags(paths):
             # strata-wait-healthy: its modes are the `--name)` cases.
             flags.update(re.findall(r"^\s*(--[a-z-]+)\)", text, re.M))
             continue
-        for field in re.findall(r"#\[arg\(long[^\]]*\]\s*(?:///[^\n]*\s*)*(?:pub\s+)?(\w+):", text):
+        for field in re.findall(r"#\[arg\(\s*long[^\]]*\]\s*(?:///[^\n]*\s*)*(?:pub\s+)?(\w+):", text):
             flags.add("--" + field.replace("_", "-"))
     return flags
 

@@ -292,17 +292,23 @@ fn encode_blob(value: &[u8]) -> Vec<u8> {
     blob
 }
 
-/// Checks a blob read back from a file and returns its value.
-pub(crate) fn decode_blob(file: &str, blob: &[u8]) -> Result<Bytes, StoreError> {
-    let bad = |reason: &str| corrupt(file, reason);
+/// Checks a blob's length and CRC; returns where its CRC starts.
+fn check_blob(file: &str, blob: &[u8]) -> Result<usize, StoreError> {
     let crc_at = blob
         .len()
         .checked_sub(CRC_LEN)
         .filter(|&at| at >= BLOB_HEADER_LEN)
-        .ok_or_else(|| bad("value blob too short"))?;
+        .ok_or_else(|| corrupt(file, "value blob too short"))?;
     if crc32c::crc32c(&blob[..crc_at]) != be_u32(blob, crc_at) {
-        return Err(bad("value blob CRC mismatch"));
+        return Err(corrupt(file, "value blob CRC mismatch"));
     }
+    Ok(crc_at)
+}
+
+/// Checks a blob read back from a file and returns its value.
+pub(crate) fn decode_blob(file: &str, blob: &[u8]) -> Result<Bytes, StoreError> {
+    let bad = |reason: &str| corrupt(file, reason);
+    let crc_at = check_blob(file, blob)?;
     let raw_len = be_u32(blob, 1) as usize;
     if raw_len > MAX_VALUE_BYTES {
         return Err(bad("value blob claims an oversized value"));
@@ -566,6 +572,17 @@ impl LayerReader {
             .entries
             .partition_point(|e| (e.key, e.lsn) <= (*key, at));
         self.entries.get(lo..hi.max(lo)).unwrap_or_default()
+    }
+
+    /// Checks the CRC of every blob, reading them in file order.
+    pub(crate) fn verify_blobs(&self) -> Result<(), StoreError> {
+        let mut blob = Vec::new();
+        for e in &self.entries {
+            blob.resize(e.len as usize, 0);
+            read_at(&self.file, &self.name, &mut blob, e.offset)?;
+            check_blob(&self.name, &blob)?;
+        }
+        Ok(())
     }
 
     /// One range read: the blob of `e`.

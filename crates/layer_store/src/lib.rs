@@ -14,9 +14,18 @@
 //! layer holds from RocksDB.
 //!
 //! *Invariant:* damaged bytes are reported as [`StoreError::Corrupt`] and never served.
+//!
+//! Local disk is a cache of the layer files, which live in object storage: the manifest
+//! lists every layer, and a listed layer whose file is not on local disk (evicted, or a
+//! store restored with [`LayerStore::create_from_layers`]) is fetched through the
+//! [`LayerFetcher`] when a read needs it, and checked like any layer file before use.
+//!
+//! *Invariant:* eviction and fetching change where a layer's bytes are, never which
+//! versions a read returns.
 
 mod durable;
 mod format;
+mod layer;
 pub mod limits;
 mod manifest;
 mod name;
@@ -30,6 +39,33 @@ use bytes::Bytes;
 
 pub use limits::KEY_LEN;
 pub use store::LayerStore;
+
+/// Brings a layer file that is not on local disk back (from object storage). Blocking:
+/// reads run on blocking threads. Implementations write `dest` atomically (a temporary
+/// file renamed into place, fsynced) so a crash never leaves a torn layer file. The
+/// temporary file must be in `dest`'s directory with a name ending in `.tmp`, so that
+/// `LayerStore::open` removes one that a crash left behind.
+pub trait LayerFetcher: Send + Sync + std::fmt::Debug {
+    /// Writes the layer `layer_name`, of `size_bytes` bytes, to `dest`. The store checks
+    /// what it finds there (size, footer, index and blob checksums) before serving it.
+    fn fetch(
+        &self,
+        layer_name: &str,
+        size_bytes: u64,
+        dest: &std::path::Path,
+    ) -> Result<(), std::io::Error>;
+}
+
+/// Where a layer's bytes are, and when it was last read.
+#[derive(Debug, Clone)]
+pub struct LayerResidency {
+    pub info: LayerInfo,
+    /// Its file is on local disk.
+    pub resident: bool,
+    /// Last read by `versions`; a layer not read since the store was opened reports
+    /// when it was opened (or, for a layer written since, when it was written).
+    pub last_read: std::time::Instant,
+}
 
 /// One version to store.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -96,9 +132,20 @@ pub enum StoreError {
     #[error("RocksDB: {0}")]
     RocksDb(#[from] rocksdb::Error),
     /// Checksum mismatch, bad magic, truncation, an index pointing outside its file, a
-    /// listed layer file missing: the data is not served.
+    /// file (local or fetched) whose size differs from the manifest's: the data is not
+    /// served.
     #[error("corrupt data in {file}: {reason}")]
     Corrupt { file: String, reason: String },
+    /// A read needs a layer whose file is not on local disk and no fetcher is installed.
+    #[error("layer {layer} is not on local disk and no fetcher is installed")]
+    NotResident { layer: String },
+    /// The fetcher failed to bring a layer file back.
+    #[error("fetch of layer {layer}: {source}")]
+    Fetch {
+        layer: String,
+        #[source]
+        source: std::io::Error,
+    },
     /// The caller broke a documented precondition (sizes, ordering).
     #[error("invalid request: {0}")]
     Invalid(String),

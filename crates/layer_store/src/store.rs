@@ -4,17 +4,22 @@ use std::collections::BTreeMap;
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock};
+use std::sync::{Arc, Mutex, PoisonError, RwLock};
+use std::time::Instant;
 
 use rocksdb::{WriteBatch, WriteOptions, DB};
 use tracing::{info, warn};
 
 use crate::durable::{self, io_err, TEMP_SUFFIX};
-use crate::format::{LayerReader, LayerWriter, WrittenLayer};
+use crate::format::{LayerReader, LayerWriter, WrittenLayer, FOOTER_LEN};
+use crate::layer::{lock, nanos_since, IfRemote, Layer};
 use crate::limits::{DELETE_BATCH_ENTRIES, KEY_LEN, MAX_META_BYTES, MAX_VALUE_BYTES};
 use crate::name::{parse_layer_file_name, NameParts};
 use crate::open_layer::{self, META_KEY};
-use crate::{manifest, Entry, LayerInfo, LayerKind, StoreConfig, StoreError, Version};
+use crate::{
+    manifest, Entry, LayerFetcher, LayerInfo, LayerKind, LayerResidency, StoreConfig, StoreError,
+    Version,
+};
 
 const OPEN_LAYER_DIR: &str = "open_layer";
 const LAYERS_DIR: &str = "layers";
@@ -44,6 +49,10 @@ pub struct LayerStore {
     /// Held by whoever writes layer files and the manifest.
     writer: Mutex<()>,
     open_bytes: AtomicU64,
+    /// Brings back layer files that are not on local disk.
+    fetcher: RwLock<Option<Arc<dyn LayerFetcher>>>,
+    /// When the store was opened: the origin of the layers' `last_read` times.
+    opened: Instant,
     #[cfg(test)]
     pub(crate) fail_at: Mutex<Option<FailPoint>>,
 }
@@ -53,60 +62,9 @@ impl std::fmt::Debug for LayerStore {
         f.debug_struct("LayerStore")
             .field("dir", &self.dir)
             .field("layers", &self.layer_count())
+            .field("resident_bytes", &self.resident_bytes())
             .field("open_layer_bytes", &self.open_layer_bytes())
             .finish()
-    }
-}
-
-/// A layer file in the map; its index is read on first use and then kept in memory.
-#[derive(Debug)]
-struct Layer {
-    info: LayerInfo,
-    path: PathBuf,
-    reader: Mutex<Option<Arc<LayerReader>>>,
-}
-
-impl Layer {
-    fn new(info: LayerInfo, path: PathBuf) -> Layer {
-        Layer {
-            info,
-            path,
-            reader: Mutex::new(None),
-        }
-    }
-
-    fn reader(&self) -> Result<Arc<LayerReader>, StoreError> {
-        let mut slot = lock(&self.reader);
-        if let Some(reader) = slot.as_ref() {
-            return Ok(reader.clone());
-        }
-        let reader = LayerReader::load(&self.path, &self.info.name)?;
-        let f = reader.footer();
-        let size = f.index_offset + f.index_len + crate::format::FOOTER_LEN as u64;
-        if f.parts != parts_of(&self.info) || size != self.info.size_bytes {
-            return Err(crate::format::corrupt(
-                &self.info.name,
-                "footer disagrees with the file name or the manifest's size",
-            ));
-        }
-        let reader = Arc::new(reader);
-        *slot = Some(reader.clone());
-        Ok(reader)
-    }
-
-    fn covers(&self, key: &[u8; KEY_LEN], since: u64, at: u64) -> bool {
-        let i = &self.info;
-        i.key_start <= *key && *key <= i.key_end && i.lsn_start <= at && since <= i.lsn_end
-    }
-}
-
-fn parts_of(i: &LayerInfo) -> NameParts {
-    NameParts {
-        kind: i.kind,
-        key_start: i.key_start,
-        key_end: i.key_end,
-        lsn_start: i.lsn_start,
-        lsn_end: i.lsn_end,
     }
 }
 
@@ -134,11 +92,6 @@ fn sort_layers(layers: &mut [Arc<Layer>]) {
             .cmp(&key(a))
             .then_with(|| a.info.name.cmp(&b.info.name))
     });
-}
-
-/// Our critical sections leave no half-updated state, so a poisoned lock is still usable.
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 /// Versions gathered from the open layer and the layers, deduplicated by LSN.
@@ -185,8 +138,10 @@ impl Collected {
 
 impl LayerStore {
     /// Opens (creating if needed) the store in `dir`, and finishes whatever a crash
-    /// interrupted: temporary files are removed, layer files the manifest does not list
-    /// are removed, and open-layer entries that a listed layer already holds are dropped.
+    /// interrupted: temporary files (of freezes and of fetches) are removed, layer files
+    /// the manifest does not list are removed, and open-layer entries that a listed
+    /// layer on local disk already holds are dropped. A listed layer whose file is
+    /// missing is not resident: it is fetched when a read needs it.
     #[tracing::instrument(skip_all, fields(dir = %dir.display()))]
     pub fn open(dir: &Path, config: StoreConfig) -> Result<LayerStore, StoreError> {
         let layers_dir = dir.join(LAYERS_DIR);
@@ -213,6 +168,8 @@ impl LayerStore {
             map: RwLock::new(Arc::new(layers)),
             writer: Mutex::new(()),
             open_bytes: AtomicU64::new(0),
+            fetcher: RwLock::new(None),
+            opened: Instant::now(),
             #[cfg(test)]
             fail_at: Mutex::new(None),
         };
@@ -220,11 +177,136 @@ impl LayerStore {
         store.open_bytes.store(kept, Ordering::Relaxed);
         info!(
             layers = store.layer_count(),
+            resident_bytes = store.resident_bytes(),
             open_layer_bytes = kept,
             dropped_entries = dropped,
             "layer store opened"
         );
         Ok(store)
+    }
+
+    /// Creates a store in `dir` (which must not exist or be empty) made of `layers`
+    /// (name, size in bytes) that are not on local disk, with `meta` as the open layer's
+    /// meta blob: a timeline restored from object storage alone. Durable when it
+    /// returns: the manifest is written and fsynced, and `meta` is written with a synced
+    /// RocksDB write. A crash before that leaves a partial store in `dir`, so callers
+    /// create into a scratch directory and rename it into place.
+    #[tracing::instrument(skip_all, fields(dir = %dir.display(), layers = layers.len()))]
+    pub fn create_from_layers(
+        dir: &Path,
+        config: StoreConfig,
+        layers: &[(String, u64)],
+        meta: &[u8],
+    ) -> Result<LayerStore, StoreError> {
+        check_restored_layers(layers)?;
+        if meta.len() > MAX_META_BYTES {
+            return Err(StoreError::Invalid(format!(
+                "meta of {} bytes exceeds {MAX_META_BYTES}",
+                meta.len()
+            )));
+        }
+        match fs::read_dir(dir) {
+            Ok(mut entries) => {
+                if entries.next().is_some() {
+                    return Err(StoreError::Invalid(format!(
+                        "{} is not empty",
+                        dir.display()
+                    )));
+                }
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                fs::create_dir_all(dir).map_err(io_err(format!("create {}", dir.display())))?;
+                // The new directory's entry in its parent must survive a crash too.
+                if let Some(parent) = dir.parent().filter(|p| !p.as_os_str().is_empty()) {
+                    durable::fsync_dir(parent)?;
+                }
+            }
+            Err(e) => return Err(io_err(format!("list {}", dir.display()))(e)),
+        }
+        // The manifest first (written, fsynced, renamed, directory fsynced): `open` then
+        // finds every layer listed and none on disk.
+        manifest::store(dir, layers)?;
+        let store = LayerStore::open(dir, config)?;
+        // A synced write (see `put_batch`).
+        store.put_batch(&[], meta)?;
+        info!(
+            layers = layers.len(),
+            "layer store created from remote layers"
+        );
+        Ok(store)
+    }
+
+    /// Installs the fetcher used when a read needs a layer that is not on local disk.
+    /// Without one, such a read fails with [`StoreError::NotResident`].
+    pub fn set_fetcher(&self, fetcher: Arc<dyn LayerFetcher>) {
+        *self.fetcher.write().unwrap_or_else(PoisonError::into_inner) = Some(fetcher);
+    }
+
+    fn fetcher(&self) -> Option<Arc<dyn LayerFetcher>> {
+        self.fetcher
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    /// The reader of `layer` for a read, fetching its file if needed; records the read
+    /// for least-recently-read eviction.
+    fn read_layer(
+        &self,
+        layer: &Layer,
+        fetcher: Option<&dyn LayerFetcher>,
+    ) -> Result<Arc<LayerReader>, StoreError> {
+        layer.touch(self.opened);
+        layer
+            .reader(IfRemote::Fetch(fetcher))?
+            .ok_or_else(|| StoreError::NotResident {
+                layer: layer.info.name.clone(),
+            })
+    }
+
+    /// Removes the local file of layer `name` so that it is fetched again when next
+    /// read; the caller has uploaded it. `Ok(false)` if it is not on local disk, is
+    /// being fetched, or is being read right now. An error if `name` is not a layer of
+    /// the store.
+    pub fn evict(&self, name: &str) -> Result<bool, StoreError> {
+        let layers = self.map_snapshot();
+        let layer = layers
+            .iter()
+            .find(|l| l.info.name == name)
+            .ok_or_else(|| StoreError::Invalid(format!("{name} is not a layer of the store")))?;
+        let evicted = layer.evict()?;
+        if evicted {
+            info!(layer = %name, size_bytes = layer.info.size_bytes, "evicted layer file");
+        }
+        Ok(evicted)
+    }
+
+    /// Every layer (newest first) with whether its file is on local disk and when it
+    /// was last read.
+    pub fn residency(&self) -> Vec<LayerResidency> {
+        self.map_snapshot()
+            .iter()
+            .map(|l| LayerResidency {
+                info: l.info.clone(),
+                resident: l.is_resident(),
+                last_read: l.last_read(self.opened),
+            })
+            .collect()
+    }
+
+    /// Bytes of layer files on local disk.
+    pub fn resident_bytes(&self) -> u64 {
+        self.map_snapshot()
+            .iter()
+            .filter(|l| l.is_resident())
+            .map(|l| l.info.size_bytes)
+            .sum()
+    }
+
+    /// Path of a layer's local file (for uploading it); the file exists only while the
+    /// layer is resident.
+    pub fn layer_path(&self, name: &str) -> PathBuf {
+        self.layers_dir.join(name)
     }
 
     /// Stores `entries` and `meta` in one RocksDB write batch. Replacing a (key, LSN)
@@ -284,6 +366,7 @@ impl LayerStore {
         // because a freeze deleted it is in the map snapshot taken afterwards.
         self.open_layer_versions(key, since, at, &mut found)?;
         let layers = self.map_snapshot();
+        let fetcher = self.fetcher();
         for layer in layers.iter().filter(|l| l.covers(key, since, at)) {
             if found
                 .newest_image
@@ -293,7 +376,7 @@ impl LayerStore {
                 // than the image already found.
                 break;
             }
-            let reader = layer.reader()?;
+            let reader = self.read_layer(layer, fetcher.as_deref())?;
             let floor = since.max(found.newest_image.unwrap_or(0));
             for e in reader.range(key, floor, at).iter().rev() {
                 if found.has(e.lsn, e.will_init) {
@@ -310,7 +393,9 @@ impl LayerStore {
         // versions at or below that LSN must not be read, or a dropped key would come
         // back.
         let mut versions = found.newest_first();
-        if let Some(absent_at) = self.absent_in_image_layer(&layers, key, since, at)? {
+        if let Some(absent_at) =
+            self.absent_in_image_layer(&layers, fetcher.as_deref(), key, since, at)?
+        {
             versions.retain(|v| v.lsn > absent_at);
         }
         Ok(versions)
@@ -321,6 +406,7 @@ impl LayerStore {
     fn absent_in_image_layer(
         &self,
         layers: &[Arc<Layer>],
+        fetcher: Option<&dyn LayerFetcher>,
         key: &[u8; KEY_LEN],
         since: u64,
         at: u64,
@@ -330,7 +416,11 @@ impl LayerStore {
                 continue;
             }
             let lsn = layer.info.lsn_end;
-            if layer.reader()?.range(key, lsn, lsn).is_empty() {
+            if self
+                .read_layer(layer, fetcher)?
+                .range(key, lsn, lsn)
+                .is_empty()
+            {
                 // Newest first: the first such layer is the highest.
                 return Ok(Some(lsn));
             }
@@ -383,6 +473,10 @@ impl LayerStore {
         // Entries put after this snapshot stay in the open layer for the next freeze.
         let snapshot = self.db.snapshot();
         let layers = self.map_snapshot();
+        let fetcher = self.fetcher();
+        // An entry a listed layer holds is not written again, even if that layer has to
+        // be fetched: a second layer of the same name could not be installed.
+        let if_remote = IfRemote::Fetch(fetcher.as_deref());
         let mut writer = LayerWriter::create(&self.layers_dir, LayerKind::Delta)?;
         let mut frozen_bytes = 0u64;
         let mut it = snapshot.raw_iterator();
@@ -391,7 +485,7 @@ impl LayerStore {
             if let Some((key, lsn)) = open_layer::decode_key(raw_key) {
                 let v = open_layer::decode_value(lsn, it.value().unwrap_or_default())?;
                 frozen_bytes += open_layer::entry_bytes(v.value.len());
-                if !holds(&layers, &key, lsn)? {
+                if !holds(&layers, &key, lsn, if_remote)? {
                     writer.add(key, lsn, v.will_init, &v.value)?;
                 }
             }
@@ -478,7 +572,9 @@ impl LayerStore {
         // Durable before the open layer entries are deleted (see manifest.rs).
         manifest::store(&self.dir, &listed)?;
         let mut new_layers: Vec<Arc<Layer>> = layers.iter().cloned().collect();
-        new_layers.push(Arc::new(Layer::new(info.clone(), path)));
+        // A new layer counts as read when written: it holds the newest versions.
+        let written_at = nanos_since(self.opened);
+        new_layers.push(Arc::new(Layer::new(info.clone(), path, true, written_at)));
         sort_layers(&mut new_layers);
         *self.map.write().unwrap_or_else(PoisonError::into_inner) = Arc::new(new_layers);
         Ok(info)
@@ -518,7 +614,10 @@ impl LayerStore {
         it.seek_to_first();
         while let Some(raw_key) = it.key() {
             if let Some((key, lsn)) = open_layer::decode_key(raw_key) {
-                if holds(&layers, &key, lsn)? {
+                // No fetcher is installed yet: an entry that only a layer not on local
+                // disk holds stays, which reads tolerate (they deduplicate by LSN) and
+                // the next freeze drops.
+                if holds(&layers, &key, lsn, IfRemote::Skip)? {
                     batch.delete(raw_key);
                     dropped += 1;
                 } else {
@@ -584,17 +683,47 @@ impl LayerStore {
     }
 }
 
-/// Whether a layer in `layers` (sorted newest first) holds exactly (key, lsn).
-fn holds(layers: &[Arc<Layer>], key: &[u8; KEY_LEN], lsn: u64) -> Result<bool, StoreError> {
+/// Whether a layer in `layers` (sorted newest first) holds exactly (key, lsn); with
+/// [`IfRemote::Skip`], layers not on local disk are taken not to.
+fn holds(
+    layers: &[Arc<Layer>],
+    key: &[u8; KEY_LEN],
+    lsn: u64,
+    if_remote: IfRemote<'_>,
+) -> Result<bool, StoreError> {
     for layer in layers {
         if layer.info.lsn_end < lsn {
             break;
         }
-        if layer.covers(key, lsn, lsn) && layer.reader()?.contains(key, lsn) {
+        if layer.covers(key, lsn, lsn)
+            && layer
+                .reader(if_remote)?
+                .is_some_and(|r| r.contains(key, lsn))
+        {
             return Ok(true);
         }
     }
     Ok(false)
+}
+
+/// Layers given to `create_from_layers`: valid names, no duplicates, and sizes that can
+/// hold a footer.
+fn check_restored_layers(layers: &[(String, u64)]) -> Result<(), StoreError> {
+    let mut names = std::collections::BTreeSet::new();
+    for (name, size) in layers {
+        if parse_layer_file_name(name).is_none() {
+            return Err(StoreError::Invalid(format!("{name:?} is not a layer name")));
+        }
+        if *size < FOOTER_LEN as u64 {
+            return Err(StoreError::Invalid(format!(
+                "layer {name} of {size} bytes cannot hold a footer"
+            )));
+        }
+        if !names.insert(name.as_str()) {
+            return Err(StoreError::Invalid(format!("layer {name} listed twice")));
+        }
+    }
+    Ok(())
 }
 
 fn remove_temp_files(dir: &Path) -> Result<(), StoreError> {
@@ -610,7 +739,8 @@ fn remove_temp_files(dir: &Path) -> Result<(), StoreError> {
 }
 
 /// Removes temporary and unlisted layer files from `layers_dir` and checks that every
-/// listed layer is there with its size. Returns the layer map.
+/// listed layer file there has its size. Returns the layer map, in which a listed layer
+/// without a file is not resident.
 fn reconcile_layer_files(
     layers_dir: &Path,
     listed: &[(String, u64)],
@@ -634,16 +764,11 @@ fn reconcile_layer_files(
     for (name, size) in listed {
         let path = layers_dir.join(name);
         let actual = match fs::metadata(&path) {
-            Ok(m) => m.len(),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                return Err(crate::format::corrupt(
-                    name,
-                    "listed in the manifest but missing",
-                ));
-            }
+            Ok(m) => Some(m.len()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
             Err(e) => return Err(io_err(format!("stat {}", path.display()))(e)),
         };
-        if actual != *size {
+        if let Some(actual) = actual.filter(|a| a != size) {
             return Err(crate::format::corrupt(
                 name,
                 format!("{actual} bytes on disk, {size} in the manifest"),
@@ -651,7 +776,13 @@ fn reconcile_layer_files(
         }
         let parts = parse_layer_file_name(name)
             .ok_or_else(|| crate::format::corrupt(name, "not a layer file name"))?;
-        layers.push(Arc::new(Layer::new(info_of(name, parts, *size), path)));
+        let resident = actual.is_some();
+        layers.push(Arc::new(Layer::new(
+            info_of(name, parts, *size),
+            path,
+            resident,
+            0,
+        )));
     }
     sort_layers(&mut layers);
     Ok(layers)

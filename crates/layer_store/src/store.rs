@@ -681,6 +681,13 @@ impl LayerStore {
     pub(crate) fn layers_dir(&self) -> &Path {
         &self.layers_dir
     }
+
+    #[cfg(test)]
+    pub(crate) fn layer(&self, name: &str) -> Arc<Layer> {
+        let layers = self.map_snapshot();
+        let found = layers.iter().find(|l| l.info.name == name);
+        found.expect("a layer of the store").clone()
+    }
 }
 
 /// Whether a layer in `layers` (sorted newest first) holds exactly (key, lsn); with

@@ -11,6 +11,8 @@ use proptest::prelude::*;
 use crate::store::FailPoint;
 use crate::{Entry, LayerKind, LayerStore, StoreConfig, StoreError, Version, KEY_LEN};
 
+mod residency;
+
 const MAX_LSN: u64 = u64::MAX;
 
 fn key(n: u16) -> [u8; KEY_LEN] {
@@ -387,7 +389,7 @@ fn damaged_footer_index_or_blob_is_reported_as_corrupt() {
 }
 
 #[test]
-fn truncated_extended_or_missing_layer_fails_open() {
+fn truncated_or_extended_layer_fails_open_and_a_missing_one_is_not_resident() {
     let dir = tempfile::tempdir().unwrap();
     let path = frozen_history(dir.path());
     let good = std::fs::read(&path).unwrap();
@@ -403,12 +405,23 @@ fn truncated_extended_or_missing_layer_fails_open() {
         dir.path(),
         StoreConfig::default()
     )));
+    // A missing file is a layer to fetch: an error without a fetcher, the same
+    // versions once a fetcher supplies the right bytes.
     std::fs::remove_file(&path).unwrap();
-    assert!(is_corrupt(&LayerStore::open(
-        dir.path(),
-        StoreConfig::default()
-    )));
-    std::fs::write(&path, &good).unwrap();
+    let store = open(dir.path());
+    assert_eq!(store.resident_bytes(), 0);
+    assert!(matches!(
+        store.versions(&key(1), 0, MAX_LSN),
+        Err(StoreError::NotResident { .. })
+    ));
+    let remote = tempfile::tempdir().unwrap();
+    std::fs::write(remote.path().join(path.file_name().unwrap()), &good).unwrap();
+    let fetcher = residency::DirFetcher::new(remote.path());
+    store.set_fetcher(fetcher.clone());
+    check_history(&store);
+    assert_eq!(fetcher.calls(), 1);
+    assert_eq!(std::fs::read(&path).unwrap(), good);
+    drop(store);
     check_history(&open(dir.path()));
 }
 
@@ -511,6 +524,8 @@ enum Op {
     Reopen,
     /// A freeze that dies at the failpoint, then a restart.
     CrashedFreeze(FailPoint),
+    /// Evict one layer (uploaded first, as the pageserver does).
+    Evict(prop::sample::Index),
 }
 
 fn op() -> impl Strategy<Value = Op> {
@@ -525,6 +540,7 @@ fn op() -> impl Strategy<Value = Op> {
             Just(FailPoint::LayerRenamed),
             Just(FailPoint::ManifestWritten),
         ].prop_map(Op::CrashedFreeze),
+        2 => any::<prop::sample::Index>().prop_map(Op::Evict),
     ]
 }
 
@@ -565,6 +581,13 @@ proptest! {
     #[test]
     fn store_matches_a_model(ops in prop::collection::vec(op(), 1..16), probes in prop::collection::vec((0u16..6, 0u64..80, 0u64..80), 24)) {
         let dir = tempfile::tempdir().unwrap();
+        let remote = tempfile::tempdir().unwrap();
+        // Evicted layers come back from `remote` through a fetcher set at every open.
+        let open = |dir: &Path| {
+            let store = open(dir);
+            store.set_fetcher(residency::DirFetcher::new(remote.path()));
+            store
+        };
         let mut store = open(dir.path());
         let mut model: BTreeMap<(u16, u64), (bool, Bytes)> = BTreeMap::new();
         let mut absent: BTreeSet<(u16, u64)> = BTreeSet::new();
@@ -606,7 +629,21 @@ proptest! {
                     let _ = store.freeze(true);
                     drop(store);
                     store = open(dir.path());
-                    prop_assert_eq!(layer_file_names(&store), listed_names(&store));
+                    let local: Vec<String> = store.residency().into_iter()
+                        .filter(|r| r.resident).map(|r| r.info.name).collect();
+                    let mut local = local;
+                    local.sort();
+                    prop_assert_eq!(layer_file_names(&store), local);
+                }
+                Op::Evict(i) => {
+                    let layers = store.layers();
+                    if !layers.is_empty() {
+                        residency::upload(&store, remote.path());
+                        let name = &layers[i.index(layers.len())].name;
+                        let was_resident = store.residency().iter().any(|r| r.info.name == *name && r.resident);
+                        prop_assert_eq!(store.evict(name).unwrap(), was_resident);
+                        prop_assert!(!store.layer_path(name).exists());
+                    }
                 }
             }
         }

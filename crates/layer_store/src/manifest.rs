@@ -3,7 +3,7 @@
 //! deleted. Why a manifest rather than the directory listing: the rename of one small
 //! file is the single commit point of a freeze, a layer file that is not listed is known
 //! to be garbage from an interrupted freeze, and a listed file that is missing is
-//! reported as data loss instead of silently reading less. It is also what will be
+//! fetched from object storage instead of silently reading less. It is also what is
 //! uploaded to object storage as the timeline's index.
 //!
 //! Text, one layer per line, with a CRC32C of everything before the last line:

@@ -16,6 +16,7 @@ pub mod error;
 pub mod layout;
 pub mod limits;
 mod local;
+pub mod s3;
 
 use std::path::Path;
 use std::sync::Arc;
@@ -26,6 +27,7 @@ pub use config::RemoteStorageConfig;
 pub use error::RemoteError;
 pub use layout::{Generation, RemotePath};
 pub use local::LocalFs;
+pub use s3::{RetryPolicy, S3Bucket, UploadSizes};
 
 /// One object as a listing returns it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -87,9 +89,8 @@ pub trait RemoteStorage: Send + Sync + std::fmt::Debug {
 pub async fn connect(config: &RemoteStorageConfig) -> Result<Arc<dyn RemoteStorage>, RemoteError> {
     match config {
         RemoteStorageConfig::Local { root } => Ok(Arc::new(LocalFs::open(root)?)),
-        RemoteStorageConfig::S3(_) => Err(RemoteError::Unsupported {
-            store: config.to_string(),
-            operation: "the S3 backend",
-        }),
+        RemoteStorageConfig::S3(s3) => Ok(Arc::new(
+            S3Bucket::connect(s3, RetryPolicy::default(), UploadSizes::default()).await?,
+        )),
     }
 }

@@ -1,0 +1,168 @@
+//! A real S3-compatible server for tests: `s3s-fs` (crates.io), which speaks the S3
+//! protocol over HTTP and checks SigV4 signatures against the access key it is started
+//! with, storing buckets as directories. Not a mock: requests go through the same
+//! `aws-sdk-s3` client, signing and HTTP stack as against AWS or MinIO.
+//!
+//! `scripts/install-s3-server.sh` installs the binary under
+//! `$HOME/.cache/strata/s3s-fs/bin`; `STRATA_S3S_FS` names another one.
+
+use std::net::{TcpListener, TcpStream};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant, SystemTime};
+
+use remote_storage::config::{RemoteStorageConfig, S3Config, DEFAULT_REGION};
+
+/// How long the server may take to accept connections.
+const START_TIMEOUT: Duration = Duration::from_secs(20);
+const POLL: Duration = Duration::from_millis(50);
+
+#[derive(Debug)]
+pub struct S3Server {
+    child: Option<Child>,
+    binary: PathBuf,
+    port: u16,
+    access_key: String,
+    secret_key: String,
+    root: tempfile::TempDir,
+}
+
+/// Where the binary is: `STRATA_S3S_FS`, the install script's cache, or `PATH`.
+pub fn binary() -> Result<PathBuf, String> {
+    if let Some(path) = std::env::var_os("STRATA_S3S_FS") {
+        return Ok(PathBuf::from(path));
+    }
+    if let Some(home) = std::env::var_os("HOME") {
+        let cached = PathBuf::from(home).join(".cache/strata/s3s-fs/bin/s3s-fs");
+        if cached.exists() {
+            return Ok(cached);
+        }
+    }
+    for dir in std::env::split_paths(&std::env::var_os("PATH").unwrap_or_default()) {
+        if dir.join("s3s-fs").exists() {
+            return Ok(dir.join("s3s-fs"));
+        }
+    }
+    Err("s3s-fs not found: run scripts/install-s3-server.sh (or set STRATA_S3S_FS)".into())
+}
+
+/// Distinct per call, so that no two servers of a test run share keys.
+fn random_hex() -> String {
+    let nanos = SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos());
+    format!("{:032x}", nanos ^ (u128::from(std::process::id()) << 64))
+}
+
+impl S3Server {
+    /// Starts a server on a free loopback port with fresh keys and an empty root.
+    pub fn start() -> Result<S3Server, String> {
+        let binary = binary()?;
+        let port = TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .map_err(|e| format!("finding a free port: {e}"))?
+            .port();
+        let root = tempfile::tempdir().map_err(|e| format!("temporary root: {e}"))?;
+        let key = random_hex();
+        let mut server = S3Server {
+            child: None,
+            binary,
+            port,
+            access_key: format!("strata{}", &key[..12]),
+            secret_key: key,
+            root,
+        };
+        server.restart()?;
+        Ok(server)
+    }
+
+    /// Starts the server again (same port, keys and data) after [`S3Server::stop`];
+    /// returns once it accepts connections.
+    pub fn restart(&mut self) -> Result<(), String> {
+        self.stop();
+        let child = Command::new(&self.binary)
+            .args(["--host", "127.0.0.1", "--port", &self.port.to_string()])
+            .args([
+                "--access-key",
+                &self.access_key,
+                "--secret-key",
+                &self.secret_key,
+            ])
+            .arg(self.root.path())
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .map_err(|e| format!("starting {}: {e}", self.binary.display()))?;
+        self.child = Some(child);
+        let deadline = Instant::now() + START_TIMEOUT;
+        while TcpStream::connect(("127.0.0.1", self.port)).is_err() {
+            if Instant::now() > deadline {
+                return Err(format!(
+                    "s3s-fs did not listen on port {} in time",
+                    self.port
+                ));
+            }
+            std::thread::sleep(POLL);
+        }
+        Ok(())
+    }
+
+    /// Kills the server (its data stays).
+    pub fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    pub fn endpoint(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    pub fn access_key(&self) -> &str {
+        &self.access_key
+    }
+
+    pub fn secret_key(&self) -> &str {
+        &self.secret_key
+    }
+
+    /// s3s-fs keeps a bucket as a directory of its root.
+    pub fn create_bucket(&self, name: &str) -> Result<(), String> {
+        std::fs::create_dir_all(self.root.path().join(name))
+            .map_err(|e| format!("creating bucket {name}: {e}"))
+    }
+
+    /// `s3://bucket/prefix?endpoint=…` for this server.
+    pub fn url(&self, bucket: &str, prefix: &str) -> String {
+        format!("s3://{bucket}/{prefix}?endpoint={}", self.endpoint())
+    }
+
+    /// A config for `bucket`/`prefix` carrying this server's keys.
+    pub fn config(&self, bucket: &str, prefix: &str) -> S3Config {
+        match RemoteStorageConfig::parse_url(&self.url(bucket, prefix)) {
+            Ok(RemoteStorageConfig::S3(mut s3)) => {
+                s3.access_key_id = Some(self.access_key.clone());
+                s3.secret_access_key = Some(self.secret_key.clone());
+                s3
+            }
+            _ => unreachable!("the URL built above is an S3 URL"),
+        }
+    }
+
+    /// The standard AWS variables a child daemon reads its credentials from.
+    pub fn env(&self) -> [(&'static str, String); 3] {
+        [
+            ("AWS_ACCESS_KEY_ID", self.access_key.clone()),
+            ("AWS_SECRET_ACCESS_KEY", self.secret_key.clone()),
+            ("AWS_REGION", DEFAULT_REGION.to_string()),
+        ]
+    }
+}
+
+impl Drop for S3Server {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}

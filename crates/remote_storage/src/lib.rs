@@ -16,6 +16,7 @@ pub mod error;
 pub mod layout;
 pub mod limits;
 mod local;
+pub mod metered;
 pub mod s3;
 
 use std::path::Path;
@@ -27,6 +28,7 @@ pub use config::RemoteStorageConfig;
 pub use error::RemoteError;
 pub use layout::{Generation, RemotePath};
 pub use local::LocalFs;
+pub use metered::MeteredStorage;
 pub use s3::{RetryPolicy, S3Bucket, UploadSizes};
 
 /// One object as a listing returns it.

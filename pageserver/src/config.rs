@@ -58,6 +58,37 @@ max_import_bytes = 1073741824
 # (--wal-stall-timeout-ms).
 wal_stall_timeout_ms = 10000
 
+# How long the open layer may hold data before it is frozen into a delta layer file
+# even when it has not reached checkpoint_distance, in milliseconds
+# (--checkpoint-timeout-ms): it bounds how far object storage can lag behind ingest.
+checkpoint_timeout_ms = 300000
+
+# Object storage the timelines' layer files and indexes are uploaded to
+# (--object-store): "file:///absolute/path" or
+# "s3://bucket/prefix?endpoint=http://host:9000&region=us-east-1" (see
+# docs/object-storage.md). Without it the pageserver keeps everything on local disk.
+# With it, a pageserver whose data directory is empty restores every timeline it
+# finds there.
+# object_store = "file:///var/lib/strata/objects"
+
+# S3 credentials (--object-store-access-key-id, --object-store-secret-access-key). When
+# unset, the standard AWS chain is used (AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY,
+# ~/.aws/credentials, instance or pod metadata); prefer it, or the environment
+# variables STRATA_PAGESERVER_OBJECT_STORE_*, to secrets in this file.
+# object_store_access_key_id = ""
+# object_store_secret_access_key = ""
+
+# The generation of this pageserver's attachment to its tenants (--generation), if an
+# external controller assigns it. Unset: at startup the pageserver claims, per tenant,
+# the next generation not yet claimed in object storage. Every object it writes carries
+# it, so two pageservers attached to one tenant never overwrite each other.
+# generation = 1
+
+# Bytes of layer files kept on local disk (--disk-budget-bytes); beyond it, layer files
+# already in object storage are evicted least recently read first, and downloaded
+# again when read. Unset: no eviction.
+# disk_budget_bytes = 10737418240
+
 # The safekeepers WAL is streamed from, one table each (repeat for every safekeeper):
 # id, gRPC address (for their commit LSN), PostgreSQL replication address.
 # [[safekeepers]]
@@ -90,6 +121,13 @@ pub struct Config {
     pub image_layer_after_deltas: u32,
     pub max_import_bytes: u64,
     pub wal_stall_timeout: Duration,
+    pub checkpoint_timeout: Duration,
+    pub object_store: Option<String>,
+    pub object_store_access_key_id: Option<String>,
+    #[serde(skip)]
+    pub object_store_secret_access_key: Option<String>,
+    pub generation: Option<u32>,
+    pub disk_budget_bytes: Option<u64>,
     pub safekeepers: Vec<SafekeeperConfig>,
 }
 
@@ -105,6 +143,12 @@ impl Default for Config {
             image_layer_after_deltas: 3,
             max_import_bytes: 1 << 30,
             wal_stall_timeout: crate::walreceiver::limits::DEFAULT_WAL_STALL_TIMEOUT,
+            checkpoint_timeout: Duration::from_secs(300),
+            object_store: None,
+            object_store_access_key_id: None,
+            object_store_secret_access_key: None,
+            generation: None,
+            disk_budget_bytes: None,
             safekeepers: Vec::new(),
         }
     }
@@ -123,6 +167,12 @@ struct FileConfig {
     image_layer_after_deltas: Option<u32>,
     max_import_bytes: Option<u64>,
     wal_stall_timeout_ms: Option<u64>,
+    checkpoint_timeout_ms: Option<u64>,
+    object_store: Option<String>,
+    object_store_access_key_id: Option<String>,
+    object_store_secret_access_key: Option<String>,
+    generation: Option<u32>,
+    disk_budget_bytes: Option<u64>,
     safekeepers: Option<Vec<SafekeeperConfig>>,
 }
 
@@ -156,6 +206,28 @@ pub struct Overrides {
     /// How long a WAL stream may stall before switching safekeepers, in milliseconds.
     #[arg(long, env = "STRATA_PAGESERVER_WAL_STALL_TIMEOUT_MS")]
     pub wal_stall_timeout_ms: Option<u64>,
+    /// Longest time data stays in the open layer before a freeze, in milliseconds.
+    #[arg(long, env = "STRATA_PAGESERVER_CHECKPOINT_TIMEOUT_MS")]
+    pub checkpoint_timeout_ms: Option<u64>,
+    /// Object storage URL (file:///path or s3://bucket/prefix?endpoint=...).
+    #[arg(long, env = "STRATA_PAGESERVER_OBJECT_STORE")]
+    pub object_store: Option<String>,
+    /// S3 access key id (default: the AWS credential chain).
+    #[arg(long, env = "STRATA_PAGESERVER_OBJECT_STORE_ACCESS_KEY_ID")]
+    pub object_store_access_key_id: Option<String>,
+    /// S3 secret access key (default: the AWS credential chain).
+    #[arg(
+        long,
+        env = "STRATA_PAGESERVER_OBJECT_STORE_SECRET_ACCESS_KEY",
+        hide_env_values = true
+    )]
+    pub object_store_secret_access_key: Option<String>,
+    /// The attachment generation (default: claim the next one in object storage).
+    #[arg(long, env = "STRATA_PAGESERVER_GENERATION")]
+    pub generation: Option<u32>,
+    /// Bytes of layer files kept locally before evicting uploaded ones.
+    #[arg(long, env = "STRATA_PAGESERVER_DISK_BUDGET_BYTES")]
+    pub disk_budget_bytes: Option<u64>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -237,8 +309,34 @@ impl Config {
                 .wal_stall_timeout_ms
                 .or(file.wal_stall_timeout_ms)
                 .map_or(default.wal_stall_timeout, Duration::from_millis),
+            checkpoint_timeout: flags
+                .checkpoint_timeout_ms
+                .or(file.checkpoint_timeout_ms)
+                .map_or(default.checkpoint_timeout, Duration::from_millis),
+            object_store: flags.object_store.clone().or(file.object_store),
+            object_store_access_key_id: flags
+                .object_store_access_key_id
+                .clone()
+                .or(file.object_store_access_key_id),
+            object_store_secret_access_key: flags
+                .object_store_secret_access_key
+                .clone()
+                .or(file.object_store_secret_access_key),
+            generation: flags.generation.or(file.generation),
+            disk_budget_bytes: flags.disk_budget_bytes.or(file.disk_budget_bytes),
             safekeepers: file.safekeepers.unwrap_or(default.safekeepers),
         }
+    }
+
+    /// The object store, with the credentials the configuration gives (if any).
+    pub fn remote_storage(&self) -> Option<remote_storage::RemoteStorageConfig> {
+        let url = self.object_store.as_deref()?;
+        let mut config = remote_storage::RemoteStorageConfig::parse_url(url).ok()?;
+        if let remote_storage::RemoteStorageConfig::S3(s3) = &mut config {
+            s3.access_key_id = self.object_store_access_key_id.clone();
+            s3.secret_access_key = self.object_store_secret_access_key.clone();
+        }
+        Some(config)
     }
 
     fn validate(self) -> Result<Config, ConfigError> {
@@ -254,6 +352,20 @@ impl Config {
         }
         if self.wal_stall_timeout.is_zero() {
             return invalid("wal_stall_timeout_ms", "at least 1");
+        }
+        if self.checkpoint_timeout.is_zero() {
+            return invalid("checkpoint_timeout_ms", "at least 1");
+        }
+        if self.generation == Some(0) {
+            return invalid("generation", "at least 1");
+        }
+        if let Some(url) = &self.object_store {
+            if remote_storage::RemoteStorageConfig::parse_url(url).is_err() {
+                return invalid(
+                    "object_store",
+                    "file:///absolute/path or s3://bucket/prefix[?endpoint=URL&region=R]",
+                );
+            }
         }
         Ok(self)
     }
@@ -312,6 +424,12 @@ mod tests {
             "image_layer_after_deltas = ",
             "max_import_bytes = ",
             "wal_stall_timeout_ms = ",
+            "checkpoint_timeout_ms = ",
+            "object_store = ",
+            "object_store_access_key_id = ",
+            "object_store_secret_access_key = ",
+            "generation = ",
+            "disk_budget_bytes = ",
             "[[safekeepers]]",
         ] {
             assert!(DEFAULT_CONFIG_TOML.contains(key), "{key} undocumented");

@@ -24,10 +24,13 @@ use crate::config::Config;
 use crate::grpc;
 use crate::layers::{self, LayerPolicy};
 use crate::limits::{SHUTDOWN_SERVERS_TIMEOUT, SHUTDOWN_TASKS_TIMEOUT};
-use crate::metrics::{Metrics, MetricsError};
+use crate::metrics::{Metrics, MetricsError, RemoteMetricVecs};
+use crate::remote::eviction::{self, Tiered};
+use crate::remote::{restore, upload, Fetcher, Remote, RemoteLayers};
 use crate::timeline::Timeline;
 use crate::timelines::{Timelines, TimelinesError};
 use crate::walreceiver::{self, WalReceiverConfig};
+use remote_storage::{Generation, RemoteStorage};
 use strata_http::Readiness;
 
 /// Name of the file, in the data directory, holding the bound addresses of a running
@@ -71,6 +74,8 @@ pub enum DaemonError {
     Timelines(#[from] TimelinesError),
     #[error("{what} server failed: {message}")]
     Server { what: &'static str, message: String },
+    #[error("object storage: {0}")]
+    ObjectStore(String),
 }
 
 /// Resolves on SIGTERM or SIGINT (or at once when signal handlers cannot be installed,
@@ -113,6 +118,29 @@ pub async fn run(config: Config, stop: impl Future<Output = ()>) -> Result<(), D
     tracing::info!(grpc = %ports.grpc, http = %ports.http, "listening");
     write_ports_file(&ports_path, &ports)?;
 
+    // Object storage is checked before anything is served: a wrong bucket, endpoint or
+    // key is a startup error naming them.
+    let remote = match config.remote_storage() {
+        Some(store_config) => {
+            let storage = remote_storage::connect(&store_config)
+                .await
+                .map_err(|e| DaemonError::ObjectStore(e.to_string()))?;
+            let storage =
+                remote_storage::MeteredStorage::new(storage, metrics.registry(), "pageserver")
+                    .map_err(|e| DaemonError::Metrics(e.into()))?;
+            tracing::info!(store = %storage.describe(), "object storage connected");
+            Some((
+                Arc::new(Remote::new(
+                    Arc::new(storage),
+                    config.generation.map(Generation),
+                )),
+                RemoteMetricVecs::new(metrics.registry())?,
+            ))
+        }
+        None => None,
+    };
+    let tiered: Tiered = Arc::default();
+
     let (readiness_tx, readiness_rx) = watch::channel(Readiness::Starting);
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let mut servers = JoinSet::new();
@@ -135,15 +163,50 @@ pub async fn run(config: Config, stop: impl Future<Output = ()>) -> Result<(), D
         let runtime = tokio::runtime::Handle::current();
         let policy = LayerPolicy {
             image_layer_after_deltas: config.image_layer_after_deltas,
+            checkpoint_timeout: config.checkpoint_timeout,
         };
         let walreceiver = WalReceiverConfig {
             safekeepers: config.safekeepers.clone(),
             wal_stall_timeout: config.wal_stall_timeout,
         };
+        let remote = remote.clone();
+        let tiered = tiered.clone();
         Box::new(move |timeline: &Arc<Timeline>| {
             let mut tasks = tasks
                 .lock()
                 .unwrap_or_else(std::sync::PoisonError::into_inner);
+            // The fetcher first: the layer task may need an evicted layer at once.
+            if let Some((remote, vecs)) = &remote {
+                let remote_layers = RemoteLayers::default();
+                timeline.store().set_fetcher(Arc::new(Fetcher {
+                    id: timeline.id(),
+                    remote: remote.clone(),
+                    layers: remote_layers.clone(),
+                    runtime: runtime.clone(),
+                }));
+                let remote_metrics = vecs.timeline(timeline.id());
+                tiered
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+                    .insert(
+                        timeline.id(),
+                        (
+                            timeline.clone(),
+                            remote_layers.clone(),
+                            remote_metrics.clone(),
+                        ),
+                    );
+                tasks.spawn_on(
+                    upload::run(
+                        timeline.clone(),
+                        remote.clone(),
+                        remote_layers,
+                        remote_metrics,
+                        shutdown.clone(),
+                    ),
+                    &runtime,
+                );
+            }
             tasks.spawn_on(
                 layers::run(timeline.clone(), policy, shutdown.clone()),
                 &runtime,
@@ -168,6 +231,22 @@ pub async fn run(config: Config, stop: impl Future<Output = ()>) -> Result<(), D
             })??
     };
     let timelines = Arc::new(timelines);
+    if let Some((remote, _)) = &remote {
+        let restored = restore::restore_missing(remote, &timelines)
+            .await
+            .map_err(|e| DaemonError::ObjectStore(format!("restoring timelines: {e:#}")))?;
+        if restored > 0 {
+            tracing::info!(restored, "timelines restored from object storage");
+        }
+        tasks
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .spawn(eviction::run(
+                tiered.clone(),
+                config.disk_budget_bytes,
+                shutdown_rx.clone(),
+            ));
+    }
     let service = grpc::Service {
         timelines: timelines.clone(),
         metrics: metrics.clone(),

@@ -8,12 +8,14 @@
 //! timeline runs at a time (the store also serialises them).
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use layer_store::{LayerInfo, LayerKind, StoreError, KEY_LEN};
 use page_model::read::{self, ReadError};
 use page_model::Key;
 use postgres_wal::Lsn;
 use tokio::sync::watch;
+use tokio::time::Instant;
 use tracing::Instrument;
 
 use crate::limits::LAYER_RETRY_BACKOFF;
@@ -24,6 +26,9 @@ use crate::timeline::Timeline;
 pub struct LayerPolicy {
     /// Delta layers above the newest image layer that trigger a new image layer.
     pub image_layer_after_deltas: u32,
+    /// Longest time data stays in the open layer: then it is frozen whatever its size,
+    /// so that what object storage holds lags ingest by at most about this much.
+    pub checkpoint_timeout: Duration,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -49,26 +54,35 @@ pub async fn run(
         // The first pass runs at once: a timeline just imported or reopened may already
         // hold more than a freeze's worth, or enough deltas for an image.
         let mut first = true;
+        let mut last_freeze = Instant::now();
         loop {
+            let mut force = false;
             if !first {
                 tokio::select! {
                     () = timeline.layer_work() => {}
+                    () = tokio::time::sleep_until(last_freeze + policy.checkpoint_timeout) => {
+                        force = true;
+                    }
                     _ = shutdown.wait_for(|stop| *stop) => return,
                 }
             }
             first = false;
+            if force {
+                last_freeze = Instant::now();
+            }
             let t = timeline.clone();
-            let failed = match tokio::task::spawn_blocking(move || maintain(&t, policy)).await {
-                Ok(Ok(())) => false,
-                Ok(Err(error)) => {
-                    tracing::error!(%error, "layer maintenance failed");
-                    true
-                }
-                Err(error) => {
-                    tracing::error!(%error, "layer maintenance task failed");
-                    true
-                }
-            };
+            let failed =
+                match tokio::task::spawn_blocking(move || maintain(&t, policy, force)).await {
+                    Ok(Ok(())) => false,
+                    Ok(Err(error)) => {
+                        tracing::error!(%error, "layer maintenance failed");
+                        true
+                    }
+                    Err(error) => {
+                        tracing::error!(%error, "layer maintenance task failed");
+                        true
+                    }
+                };
             if failed {
                 // Layer work failing loses no data (the open layer keeps it). It is
                 // retried after the next commit, but not sooner than this, so that a
@@ -85,10 +99,14 @@ pub async fn run(
     .await
 }
 
-/// Freeze if due, then write an image layer if due. Blocking.
-pub fn maintain(timeline: &Timeline, policy: LayerPolicy) -> Result<(), LayerError> {
+/// Freeze if due (or whatever the open layer holds, if `force`), then write an image
+/// layer if due. Blocking.
+pub fn maintain(timeline: &Timeline, policy: LayerPolicy, force: bool) -> Result<(), LayerError> {
     let store = timeline.store();
-    if store.freeze(false)?.is_some() {
+    if store
+        .freeze(force && store.open_layer_bytes() > 0)?
+        .is_some()
+    {
         timeline.metrics().set_layers(&store.layers());
     }
     if let Some(lsn) = image_due(&store.layers(), policy) {
@@ -222,13 +240,14 @@ mod tests {
         let (timeline, _) = timelines.create_timeline(id, meta, values).unwrap();
         let policy = LayerPolicy {
             image_layer_after_deltas: 1,
+            checkpoint_timeout: Duration::from_secs(60),
         };
         // checkpoint_distance 1: the first pass freezes, and one delta calls for an image.
-        maintain(&timeline, policy).unwrap();
+        maintain(&timeline, policy, false).unwrap();
         let kinds: Vec<LayerKind> = timeline.store().layers().iter().map(|l| l.kind).collect();
         assert_eq!(kinds, vec![LayerKind::Image, LayerKind::Delta]);
         // Nothing more is due.
-        maintain(&timeline, policy).unwrap();
+        maintain(&timeline, policy, false).unwrap();
         assert_eq!(timeline.store().layers().len(), 2);
         for (blkno, fill) in [(0, 1u8), (1, 0), (2, 3)] {
             let read = read::rel_page(timeline.as_ref(), rel, blkno, start).unwrap();
@@ -259,6 +278,7 @@ mod tests {
     fn image_after_enough_deltas_above_the_newest_image() {
         let policy = LayerPolicy {
             image_layer_after_deltas: 2,
+            checkpoint_timeout: Duration::from_secs(60),
         };
         assert_eq!(image_due(&[], policy), None);
         let one = [layer(LayerKind::Delta, 10, 20)];

@@ -11,6 +11,8 @@
 //! - [`layers`]: per timeline, freezing the open layer and writing image layers.
 //! - `walreceiver`: streams WAL from the safekeepers into timelines.
 //! - [`grpc`]: the gRPC service and its error mapping.
+//! - [`remote`]: tiering to object storage (uploads, the index, generations,
+//!   restore, eviction).
 //! - [`metrics`], [`logging`]: observability (the HTTP endpoint is `strata_http`).
 //! - [`limits`]: every bound of the daemon.
 
@@ -21,6 +23,7 @@ pub mod layers;
 pub mod limits;
 pub mod logging;
 pub mod metrics;
+pub mod remote;
 pub mod timeline;
 pub mod timelines;
 pub mod walreceiver;

@@ -38,6 +38,7 @@ pub struct Metrics {
     records_ingested: IntCounterVec,
     last_record_lsn: IntGaugeVec,
     disk_consistent_lsn: IntGaugeVec,
+    remote_consistent_lsn: IntGaugeVec,
     ingest_lag: IntGaugeVec,
     layer_files: IntGaugeVec,
     layer_bytes: IntGaugeVec,
@@ -80,6 +81,10 @@ impl Metrics {
             disk_consistent_lsn: gauge_vec(
                 "pageserver_disk_consistent_lsn",
                 "Everything ingested up to this LSN is durable on local disk",
+            )?,
+            remote_consistent_lsn: gauge_vec(
+                "pageserver_remote_consistent_lsn",
+                "Everything up to this LSN is in object storage under an uploaded index",
             )?,
             ingest_lag: gauge_vec(
                 "pageserver_wal_ingest_lag_bytes",
@@ -146,6 +151,7 @@ impl Metrics {
             last_record_lsn: self.last_record_lsn.with_label_values(&labels),
             disk_consistent_lsn: self.disk_consistent_lsn.with_label_values(&labels),
             ingest_lag: self.ingest_lag.with_label_values(&labels),
+            remote_consistent_lsn: self.remote_consistent_lsn.with_label_values(&labels),
             layer_files: self.layer_files.with_label_values(&labels),
             layer_bytes: self.layer_bytes.with_label_values(&labels),
         }
@@ -176,6 +182,7 @@ pub struct TimelineMetrics {
     disk_consistent_lsn: IntGauge,
     /// Received minus ingested, in bytes (the walreceiver sets it).
     pub ingest_lag: IntGauge,
+    remote_consistent_lsn: IntGauge,
     layer_files: IntGauge,
     layer_bytes: IntGauge,
 }
@@ -192,6 +199,10 @@ impl TimelineMetrics {
     pub(crate) fn set_lsns(&self, lsn: Lsn) {
         self.last_record_lsn.set(saturating_i64(lsn.0));
         self.disk_consistent_lsn.set(saturating_i64(lsn.0));
+    }
+
+    pub(crate) fn set_remote_consistent_lsn(&self, lsn: Lsn) {
+        self.remote_consistent_lsn.set(saturating_i64(lsn.0));
     }
 
     pub(crate) fn set_layers(&self, layers: &[LayerInfo]) {
@@ -238,5 +249,117 @@ mod tests {
         )));
         assert!(text.contains(&format!("pageserver_last_record_lsn{{{labels}}} 16777256")));
         assert!(text.contains("pageserver_getpage_seconds_count 1"));
+    }
+}
+
+/// Series of one timeline's tiering to object storage.
+#[derive(Clone, Debug)]
+pub struct RemoteMetrics {
+    pub layers_uploaded: IntCounter,
+    pub upload_errors: IntCounter,
+    pub upload_seconds: Histogram,
+    /// Layer files found locally and not yet uploaded.
+    pub upload_queue_layers: IntGauge,
+    remote_layer_files: IntGauge,
+    remote_layer_bytes: IntGauge,
+    pub resident_layer_bytes: IntGauge,
+    pub layers_evicted: IntCounter,
+}
+
+impl RemoteMetrics {
+    pub(crate) fn set_remote_layers(&self, sizes: &[u64]) {
+        self.remote_layer_files
+            .set(i64::try_from(sizes.len()).unwrap_or(i64::MAX));
+        self.remote_layer_bytes
+            .set(saturating_i64(sizes.iter().sum::<u64>()));
+    }
+}
+
+/// The per-timeline vectors behind [`RemoteMetrics`], registered once.
+#[derive(Clone, Debug)]
+pub struct RemoteMetricVecs {
+    layers_uploaded: IntCounterVec,
+    upload_errors: IntCounterVec,
+    upload_seconds: prometheus::HistogramVec,
+    upload_queue_layers: IntGaugeVec,
+    remote_layer_files: IntGaugeVec,
+    remote_layer_bytes: IntGaugeVec,
+    resident_layer_bytes: IntGaugeVec,
+    layers_evicted: IntCounterVec,
+}
+
+/// Upload latency buckets, seconds: a small layer to a local directory to a large one
+/// to a distant S3.
+const UPLOAD_SECONDS_BUCKETS: [f64; 10] =
+    [0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 30.0, 120.0];
+
+impl RemoteMetricVecs {
+    pub fn new(registry: &Registry) -> Result<RemoteMetricVecs, MetricsError> {
+        let counter = |name: &str, help: &str| -> Result<IntCounterVec, MetricsError> {
+            let m = IntCounterVec::new(Opts::new(name, help), &TIMELINE_LABELS)?;
+            registry.register(Box::new(m.clone()))?;
+            Ok(m)
+        };
+        let gauge = |name: &str, help: &str| -> Result<IntGaugeVec, MetricsError> {
+            let m = IntGaugeVec::new(Opts::new(name, help), &TIMELINE_LABELS)?;
+            registry.register(Box::new(m.clone()))?;
+            Ok(m)
+        };
+        let upload_seconds = prometheus::HistogramVec::new(
+            HistogramOpts::new(
+                "pageserver_remote_layer_upload_seconds",
+                "Time to upload one layer file to object storage",
+            )
+            .buckets(UPLOAD_SECONDS_BUCKETS.to_vec()),
+            &TIMELINE_LABELS,
+        )?;
+        registry.register(Box::new(upload_seconds.clone()))?;
+        Ok(RemoteMetricVecs {
+            layers_uploaded: counter(
+                "pageserver_remote_layers_uploaded_total",
+                "Layer files uploaded to object storage",
+            )?,
+            upload_errors: counter(
+                "pageserver_remote_upload_errors_total",
+                "Upload rounds (layers and index) that failed and will be retried",
+            )?,
+            upload_seconds,
+            upload_queue_layers: gauge(
+                "pageserver_remote_upload_queue_layers",
+                "Layer files on local disk not yet in object storage",
+            )?,
+            remote_layer_files: gauge(
+                "pageserver_remote_layer_files",
+                "Layer files the timeline's latest uploaded index lists",
+            )?,
+            remote_layer_bytes: gauge(
+                "pageserver_remote_layer_bytes",
+                "Bytes of the layer files the latest uploaded index lists",
+            )?,
+            resident_layer_bytes: gauge(
+                "pageserver_resident_layer_bytes",
+                "Bytes of layer files on local disk",
+            )?,
+            layers_evicted: counter(
+                "pageserver_layers_evicted_total",
+                "Layer files removed from local disk to stay under the disk budget",
+            )?,
+        })
+    }
+
+    pub fn timeline(&self, id: TenantTimelineId) -> RemoteMetrics {
+        let tenant = id.tenant_id.to_string();
+        let timeline = id.timeline_id.to_string();
+        let labels = [tenant.as_str(), timeline.as_str()];
+        RemoteMetrics {
+            layers_uploaded: self.layers_uploaded.with_label_values(&labels),
+            upload_errors: self.upload_errors.with_label_values(&labels),
+            upload_seconds: self.upload_seconds.with_label_values(&labels),
+            upload_queue_layers: self.upload_queue_layers.with_label_values(&labels),
+            remote_layer_files: self.remote_layer_files.with_label_values(&labels),
+            remote_layer_bytes: self.remote_layer_bytes.with_label_values(&labels),
+            resident_layer_bytes: self.resident_layer_bytes.with_label_values(&labels),
+            layers_evicted: self.layers_evicted.with_label_values(&labels),
+        }
     }
 }

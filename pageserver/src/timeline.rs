@@ -10,6 +10,7 @@
 //! Readers see the timeline through [`VersionSource`], which decodes the stored value
 //! bytes, and wait for an LSN with [`Timeline::wait_lsn`].
 
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::time::Duration;
 
@@ -178,6 +179,10 @@ pub struct Timeline {
     /// fallen that far behind (see [`OPEN_LAYER_BACKLOG_FREEZES`]).
     max_open_layer_bytes: u64,
     metrics: TimelineMetrics,
+    /// Everything up to here is in object storage under an index (0: nothing yet).
+    remote_consistent_lsn: AtomicU64,
+    /// Whether an uploader tiers this timeline to object storage.
+    tiered: AtomicBool,
 }
 
 impl Timeline {
@@ -211,6 +216,8 @@ impl Timeline {
             layer_work: Notify::new(),
             max_open_layer_bytes: checkpoint_distance.saturating_mul(OPEN_LAYER_BACKLOG_FREEZES),
             metrics,
+            remote_consistent_lsn: AtomicU64::new(0),
+            tiered: AtomicBool::new(false),
         })
     }
 
@@ -233,6 +240,36 @@ impl Timeline {
     /// they are synced.
     pub fn disk_consistent_lsn(&self) -> Lsn {
         self.last_record_lsn()
+    }
+
+    /// Everything up to here is durable in object storage, under an index that lists
+    /// it; `None` when the timeline is not tiered or nothing is uploaded yet.
+    pub fn remote_consistent_lsn(&self) -> Option<Lsn> {
+        match self.remote_consistent_lsn.load(Ordering::Acquire) {
+            0 => None,
+            lsn => Some(Lsn(lsn)),
+        }
+    }
+
+    /// Set by the uploader once the index covering `lsn` is acknowledged by the store.
+    pub fn set_remote_consistent_lsn(&self, lsn: Lsn) {
+        self.remote_consistent_lsn
+            .fetch_max(lsn.0, Ordering::AcqRel);
+        self.metrics.set_remote_consistent_lsn(lsn);
+    }
+
+    pub fn set_tiered(&self) {
+        self.tiered.store(true, Ordering::Release);
+    }
+
+    /// The LSN the safekeepers may forget WAL below, as far as this pageserver is
+    /// concerned: what object storage holds when tiered, what local disk holds if not.
+    pub fn wal_horizon(&self) -> Lsn {
+        if self.tiered.load(Ordering::Acquire) {
+            self.remote_consistent_lsn().unwrap_or(Lsn::INVALID)
+        } else {
+            self.disk_consistent_lsn()
+        }
     }
 
     pub fn ingest_state(&self) -> IngestState {

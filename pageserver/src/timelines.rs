@@ -387,6 +387,65 @@ impl Timelines {
     }
 }
 
+impl Timelines {
+    /// Creates the timeline from object storage: `layers` (name, size) listed but not
+    /// on local disk, `last_record_lsn` at `lsn`. Durable and atomic as
+    /// [`Timelines::create_timeline`] (built in a temporary directory, renamed into
+    /// place). Blocking.
+    pub fn restore_timeline(
+        &self,
+        id: TenantTimelineId,
+        meta: TimelineMeta,
+        layers: &[(String, u64)],
+        lsn: Lsn,
+    ) -> Result<Arc<Timeline>, TimelinesError> {
+        let _creating = self
+            .creating
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Ok(existing) = self.get(id) {
+            return Ok(existing);
+        }
+        if self.len() >= MAX_TIMELINES {
+            return Err(TimelinesError::TooManyTimelines);
+        }
+        self.create_tenant(id.tenant_id)?;
+        let parent = self.tenant_dir(id.tenant_id).join(TIMELINES_DIR);
+        let temp = parent.join(format!(".{}{CREATING_SUFFIX}", id.timeline_id));
+        remove_dir_if_exists(&temp)?;
+        std::fs::create_dir(&temp).map_err(io_error("creating", &temp))?;
+        // Durable when it returns; closed before the rename.
+        LayerStore::create_from_layers(
+            &temp.join(LAYERS_DIR),
+            self.store_config(),
+            layers,
+            &encode_meta(lsn),
+        )
+        .map_err(|source| TimelinesError::Store { id, source })?;
+        write_durably(
+            &temp.join(TIMELINE_FILE),
+            &serde_json::to_vec_pretty(&TimelineFile::from_meta(&meta)).map_err(|e| {
+                TimelinesError::BadTimelineFile {
+                    path: temp.join(TIMELINE_FILE),
+                    reason: e.to_string(),
+                }
+            })?,
+        )?;
+        sync_dir(&temp)?;
+        let dir = parent.join(id.timeline_id.to_string());
+        std::fs::rename(&temp, &dir).map_err(io_error("renaming into place", &dir))?;
+        sync_dir(&parent)?;
+        let timeline = Arc::new(self.open_timeline(id, &dir)?);
+        self.write_map()
+            .entry(id.tenant_id)
+            .or_default()
+            .insert(id.timeline_id, timeline.clone());
+        self.metrics.timelines.set(self.len() as i64);
+        (self.on_open)(&timeline);
+        Ok(timeline)
+    }
+}
+
 /// Directory entries named by an id (others are ignored, with a warning).
 fn list_ids<T: std::str::FromStr>(dir: &Path) -> Result<Vec<T>, TimelinesError> {
     let mut ids = Vec::new();

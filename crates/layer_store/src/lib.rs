@@ -40,6 +40,21 @@ use bytes::Bytes;
 pub use limits::KEY_LEN;
 pub use store::LayerStore;
 
+/// Kind, key range and LSN range of a layer file name, or `None` when `name` is not
+/// exactly one (for names that come from outside, such as an object storage index).
+pub fn parse_layer_name(name: &str) -> Option<LayerInfo> {
+    let parts = name::parse_layer_file_name(name)?;
+    Some(LayerInfo {
+        name: name.to_string(),
+        kind: parts.kind,
+        key_start: parts.key_start,
+        key_end: parts.key_end,
+        lsn_start: parts.lsn_start,
+        lsn_end: parts.lsn_end,
+        size_bytes: 0,
+    })
+}
+
 /// Brings a layer file that is not on local disk back (from object storage). Blocking:
 /// reads run on blocking threads. Implementations write `dest` atomically (a temporary
 /// file renamed into place, fsynced) so a crash never leaves a torn layer file. The

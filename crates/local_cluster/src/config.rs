@@ -206,22 +206,12 @@ impl ClusterConfig {
 }
 
 fn validate_object_store(url: &str) -> Result<String> {
-    let valid = url
-        .strip_prefix("file://")
-        .is_some_and(|path| path.starts_with('/'))
-        || url
-            .strip_prefix("s3://")
-            .is_some_and(|rest| !rest.is_empty() && !rest.starts_with('/'));
-    if valid {
-        Ok(url.to_owned())
-    } else {
-        Err(ClusterError::InvalidSpec {
+    remote_storage::RemoteStorageConfig::parse_url(url)
+        .map(|_| url.to_owned())
+        .map_err(|e| ClusterError::InvalidSpec {
             what: "--object-store",
-            message: format!(
-                "{url:?}: expected file:///absolute/path or s3://bucket/prefix[?endpoint=URL]"
-            ),
+            message: e.to_string(),
         })
-    }
 }
 
 /// Temp file, fsync, rename, fsync of the directory: readers (another `strata`

@@ -1,8 +1,8 @@
 //! The cluster's pageserver: `DIR/pageserver/` is its data directory (the daemon writes
 //! `pageserver.ports.json` there once its listeners are bound), with its configuration
 //! `pageserver.toml` (written by `strata up` at every start from `cluster.json`: the
-//! ports and every safekeeper's gRPC and replication addresses), `pageserver.log` and
-//! `pageserver.pid` beside.
+//! ports, the object store, and every safekeeper's gRPC and replication addresses),
+//! `pageserver.log` and `pageserver.pid` beside.
 
 use std::ffi::OsString;
 use std::net::SocketAddr;
@@ -48,6 +48,9 @@ struct ConfigFile {
     listen_grpc: String,
     listen_http: String,
     log_format: &'static str,
+    /// The cluster's object store; credentials come from `strata up`'s environment
+    /// (the AWS variables), never from this file.
+    object_store: String,
     safekeepers: Vec<SafekeeperEntry>,
 }
 
@@ -116,6 +119,7 @@ impl PageserverNode {
             listen_grpc: self.grpc_addr().to_string(),
             listen_http: self.http_addr().to_string(),
             log_format: "text",
+            object_store: cluster.object_store.clone(),
             safekeepers: cluster
                 .safekeepers
                 .iter()

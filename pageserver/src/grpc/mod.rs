@@ -102,7 +102,7 @@ fn timeline_info(timeline: &Timeline) -> pb::TimelineInfo {
         start_lsn: meta.start_lsn.0,
         last_record_lsn: timeline.last_record_lsn().0,
         disk_consistent_lsn: timeline.disk_consistent_lsn().0,
-        remote_consistent_lsn: 0,
+        remote_consistent_lsn: timeline.remote_consistent_lsn().map_or(0, |l| l.0),
         wal_source: match &state {
             crate::timeline::IngestState::Ingesting { source } => source.clone(),
             _ => String::new(),

@@ -211,9 +211,11 @@ impl Session<'_> {
 
     /// Write = received, flush = apply = durable in the store.
     async fn send_status(&mut self) -> Result<(), String> {
+        // apply: what the safekeepers may forget WAL below (object storage's LSN when
+        // tiered), so that a pageserver restored from object storage finds its WAL.
         let durable = self.timeline.disk_consistent_lsn();
         self.stream
-            .send_positions(self.received, durable, durable)
+            .send_positions(self.received, durable, self.timeline.wal_horizon())
             .await
             .map_err(|e| e.to_string())
     }

@@ -9,6 +9,7 @@
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
+use remote_storage::RemoteStorageConfig;
 use serde::{Deserialize, Serialize};
 use strata_ids::NodeId;
 pub use strata_logging::LogFormat;
@@ -43,9 +44,31 @@ listen_http = "127.0.0.1:7677"
 log_format = "text"
 
 # WAL kept on local disk below each timeline's commit LSN, in bytes
-# (--wal-retention-bytes). Absent: keep all WAL (until offload to object storage exists,
-# nothing else guarantees that removed WAL can be found again).
+# (--wal-retention-bytes). Without an object store: applied when a timeline is opened;
+# absent, all WAL is kept (nothing else holds removed WAL). With one: more WAL kept
+# below the offload horizon (see object_store).
 # wal_retention_bytes = 1073741824
+
+# Object storage for WAL offload (--object-store): "file:///abs/path" or
+# "s3://bucket/prefix?endpoint=http://host:port&region=..." (docs/object-storage.md).
+# With it, full segments below the commit LSN are uploaded, and local segments are
+# removed below min(the pageserver's remote-consistent LSN, the uploaded LSN, the
+# commit LSN). Absent: nothing is uploaded and only wal_retention_bytes removes WAL.
+# object_store = "s3://strata/cluster1?endpoint=http://127.0.0.1:9000"
+
+# S3 credentials (--object-store-access-key-id, --object-store-secret-access-key; both
+# or neither). Absent: the standard AWS chain (AWS_ACCESS_KEY_ID and
+# AWS_SECRET_ACCESS_KEY, ~/.aws/credentials, instance or pod metadata).
+# object_store_access_key_id = "..."
+# object_store_secret_access_key = "..."
+
+# The other safekeepers of the cluster (--peers 2=HOST:PORT,3=HOST:PORT): their ids and
+# gRPC addresses. With an object store, the lowest-id caught-up safekeeper among this
+# one and its reachable peers uploads a timeline's WAL, and peers share the
+# pageserver's remote-consistent LSN. Absent: this safekeeper uploads alone.
+# [[peers]]
+# id = 2
+# grpc = "127.0.0.1:7686"
 "#;
 
 /// The daemon's configuration after the file and the flags are merged.
@@ -59,6 +82,62 @@ pub struct Config {
     pub listen_http: SocketAddr,
     pub log_format: LogFormat,
     pub wal_retention_bytes: Option<u64>,
+    pub object_store: Option<String>,
+    pub object_store_access_key_id: Option<String>,
+    pub object_store_secret_access_key: Option<Secret>,
+    pub peers: Vec<Peer>,
+}
+
+/// Another safekeeper of the cluster.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Peer {
+    pub id: NodeId,
+    /// `HOST:PORT` of its gRPC listener (a host name or an address).
+    pub grpc: String,
+}
+
+impl std::str::FromStr for Peer {
+    type Err = String;
+
+    /// `ID=HOST:PORT`, the flag's form.
+    fn from_str(text: &str) -> Result<Peer, String> {
+        let (id, grpc) = text
+            .split_once('=')
+            .ok_or_else(|| format!("peer {text:?} is not ID=HOST:PORT"))?;
+        let id = id
+            .trim()
+            .parse()
+            .map_err(|_| format!("peer {text:?}: {id:?} is not a safekeeper id"))?;
+        Ok(Peer {
+            id: NodeId(id),
+            grpc: grpc.trim().to_string(),
+        })
+    }
+}
+
+/// A secret from the configuration: never printed, logged or serialized as itself.
+#[derive(Clone, PartialEq, Eq, Deserialize)]
+#[serde(transparent)]
+pub struct Secret(pub String);
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("<set>")
+    }
+}
+
+impl Serialize for Secret {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str("<set>")
+    }
+}
+
+impl std::str::FromStr for Secret {
+    type Err = std::convert::Infallible;
+    fn from_str(text: &str) -> Result<Secret, Self::Err> {
+        Ok(Secret(text.to_string()))
+    }
 }
 
 impl Default for Config {
@@ -71,6 +150,10 @@ impl Default for Config {
             listen_http: SocketAddr::from(([127, 0, 0, 1], 7677)),
             log_format: LogFormat::Text,
             wal_retention_bytes: None,
+            object_store: None,
+            object_store_access_key_id: None,
+            object_store_secret_access_key: None,
+            peers: Vec::new(),
         }
     }
 }
@@ -86,6 +169,10 @@ struct FileConfig {
     listen_http: Option<SocketAddr>,
     log_format: Option<LogFormat>,
     wal_retention_bytes: Option<u64>,
+    object_store: Option<String>,
+    object_store_access_key_id: Option<String>,
+    object_store_secret_access_key: Option<Secret>,
+    peers: Option<Vec<Peer>>,
 }
 
 /// Command-line flags; each overrides the file key of the same name.
@@ -112,6 +199,23 @@ pub struct Overrides {
     /// WAL bytes kept below each timeline's commit LSN (default: all).
     #[arg(long, env = "STRATA_SAFEKEEPER_WAL_RETENTION_BYTES")]
     pub wal_retention_bytes: Option<u64>,
+    /// Object storage URL for WAL offload (file:///path or s3://bucket/prefix?...).
+    #[arg(long, env = "STRATA_SAFEKEEPER_OBJECT_STORE", value_name = "URL")]
+    pub object_store: Option<String>,
+    /// S3 access key id (default: the AWS credential chain).
+    #[arg(long, env = "STRATA_SAFEKEEPER_OBJECT_STORE_ACCESS_KEY_ID")]
+    pub object_store_access_key_id: Option<String>,
+    /// S3 secret access key (default: the AWS credential chain).
+    #[arg(long, env = "STRATA_SAFEKEEPER_OBJECT_STORE_SECRET_ACCESS_KEY")]
+    pub object_store_secret_access_key: Option<Secret>,
+    /// The other safekeepers: ID=HOST:PORT of their gRPC listeners, comma-separated.
+    #[arg(
+        long,
+        env = "STRATA_SAFEKEEPER_PEERS",
+        value_name = "ID=HOST:PORT",
+        value_delimiter = ','
+    )]
+    pub peers: Vec<Peer>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -130,6 +234,10 @@ pub enum ConfigError {
         line: usize,
         message: String,
     },
+    /// A setting that parses but cannot be used (a bad object store URL, a peer with
+    /// this safekeeper's id, half a credential pair).
+    #[error("{0}")]
+    Invalid(String),
 }
 
 impl Config {
@@ -145,7 +253,73 @@ impl Config {
             }
             None => FileConfig::default(),
         };
-        Ok(Config::merge(file, overrides))
+        let config = Config::merge(file, overrides);
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// What [`Config::load`] checks beyond types: every setting can be used.
+    fn validate(&self) -> Result<(), ConfigError> {
+        let invalid = |message: String| Err(ConfigError::Invalid(message));
+        let store = self
+            .object_store_config()
+            .map_err(|e| ConfigError::Invalid(format!("object_store: {e}")))?;
+        match (
+            &store,
+            &self.object_store_access_key_id,
+            &self.object_store_secret_access_key,
+        ) {
+            (_, None, None) | (Some(RemoteStorageConfig::S3(_)), Some(_), Some(_)) => {}
+            (Some(RemoteStorageConfig::S3(_)), _, _) => {
+                return invalid(
+                    "object_store_access_key_id and object_store_secret_access_key are set \
+                     together or not at all"
+                        .into(),
+                )
+            }
+            _ => {
+                return invalid(
+                    "object_store_access_key_id and object_store_secret_access_key need an \
+                     s3:// object_store"
+                        .into(),
+                )
+            }
+        }
+        let mut seen = std::collections::BTreeSet::new();
+        for peer in &self.peers {
+            if peer.id == self.id {
+                return invalid(format!("peers: peer {} has this safekeeper's id", peer.id));
+            }
+            if !seen.insert(peer.id) {
+                return invalid(format!("peers: id {} is listed twice", peer.id));
+            }
+            let port = peer.grpc.rsplit_once(':').map(|(_, port)| port.parse::<u16>());
+            if !matches!(port, Some(Ok(port)) if port != 0) {
+                return invalid(format!(
+                    "peers: peer {}: {:?} is not HOST:PORT",
+                    peer.id, peer.grpc
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// The object store to offload WAL to, with the configured credentials.
+    pub fn object_store_config(
+        &self,
+    ) -> Result<Option<RemoteStorageConfig>, remote_storage::RemoteError> {
+        let Some(url) = &self.object_store else {
+            return Ok(None);
+        };
+        let mut config = RemoteStorageConfig::parse_url(url)?;
+        if let RemoteStorageConfig::S3(s3) = &mut config {
+            s3.access_key_id.clone_from(&self.object_store_access_key_id);
+            s3.secret_access_key = self
+                .object_store_secret_access_key
+                .as_ref()
+                .map(|secret| secret.0.clone());
+        }
+        Ok(Some(config))
     }
 
     fn merge(file: FileConfig, flags: &Overrides) -> Config {
@@ -174,6 +348,20 @@ impl Config {
                 .or(file.log_format)
                 .unwrap_or(default.log_format),
             wal_retention_bytes: flags.wal_retention_bytes.or(file.wal_retention_bytes),
+            object_store: flags.object_store.clone().or(file.object_store),
+            object_store_access_key_id: flags
+                .object_store_access_key_id
+                .clone()
+                .or(file.object_store_access_key_id),
+            object_store_secret_access_key: flags
+                .object_store_secret_access_key
+                .clone()
+                .or(file.object_store_secret_access_key),
+            peers: if flags.peers.is_empty() {
+                file.peers.unwrap_or_default()
+            } else {
+                flags.peers.clone()
+            },
         }
     }
 }
@@ -208,10 +396,21 @@ mod tests {
         // And every key of the struct appears in it, so the documentation is complete.
         let serialized = toml::to_string(&Config {
             wal_retention_bytes: Some(1),
+            object_store: Some("file:///x".into()),
+            object_store_access_key_id: Some("k".into()),
+            object_store_secret_access_key: Some(Secret("s".into())),
+            peers: vec![Peer {
+                id: NodeId(2),
+                grpc: "h:1".into(),
+            }],
             ..Config::default()
         })
         .unwrap();
-        for line in serialized.lines() {
+        for line in serialized.lines().filter(|l| !l.is_empty()) {
+            if line.starts_with('[') {
+                assert!(DEFAULT_CONFIG_TOML.contains(line), "{line} undocumented");
+                continue;
+            }
             let key = line.split(" = ").next().unwrap();
             assert!(
                 DEFAULT_CONFIG_TOML.contains(&format!("{key} = ")),
@@ -256,6 +455,79 @@ mod tests {
             "{err}"
         );
         assert!(!err.contains('\n'), "{err}");
+    }
+
+    fn load(text: &str, flags: &Overrides) -> Result<Config, String> {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("sk.toml");
+        std::fs::write(&path, text).unwrap();
+        Config::load(Some(&path), flags).map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn object_store_and_peers_from_the_file_and_the_flags() {
+        let text = "id = 1\nobject_store = \"s3://bkt/p?endpoint=http://127.0.0.1:9\"\n\
+                    object_store_access_key_id = \"AK\"\n\
+                    object_store_secret_access_key = \"SECRET\"\n\
+                    [[peers]]\nid = 2\ngrpc = \"sk2:7676\"\n\
+                    [[peers]]\nid = 3\ngrpc = \"127.0.0.1:7677\"\n";
+        let config = load(text, &Overrides::default()).unwrap();
+        assert_eq!(config.peers.len(), 2);
+        assert_eq!(config.peers[0].grpc, "sk2:7676");
+        let Some(RemoteStorageConfig::S3(s3)) = config.object_store_config().unwrap() else {
+            panic!("not S3")
+        };
+        assert_eq!(s3.bucket, "bkt");
+        assert_eq!(s3.access_key_id.as_deref(), Some("AK"));
+        assert_eq!(s3.secret_access_key.as_deref(), Some("SECRET"));
+        // The secret never shows in what is logged.
+        assert!(!format!("{config:?}").contains("SECRET"));
+        assert!(!toml::to_string(&config).unwrap().contains("SECRET"));
+
+        let flags = Overrides {
+            peers: vec!["4=h:1".parse().unwrap()],
+            object_store: Some("file:///srv/wal".into()),
+            object_store_access_key_id: None,
+            ..Overrides::default()
+        };
+        let without_keys = "id = 1\n[[peers]]\nid = 2\ngrpc = \"a:1\"\n";
+        let config = load(without_keys, &flags).unwrap();
+        assert_eq!(
+            config.peers,
+            [Peer {
+                id: NodeId(4),
+                grpc: "h:1".into()
+            }]
+        );
+        assert!(matches!(
+            config.object_store_config().unwrap(),
+            Some(RemoteStorageConfig::Local { .. })
+        ));
+    }
+
+    #[test]
+    fn unusable_offload_settings_are_errors() {
+        let flags = Overrides::default();
+        for (text, expected) in [
+            ("object_store = \"gs://x\"", "object_store: invalid object store URL"),
+            ("object_store_access_key_id = \"a\"", "need an s3:// object_store"),
+            (
+                "object_store = \"s3://bkt\"\nobject_store_access_key_id = \"a\"",
+                "together or not at all",
+            ),
+            ("[[peers]]\nid = 1\ngrpc = \"h:1\"", "this safekeeper's id"),
+            (
+                "[[peers]]\nid = 2\ngrpc = \"h:1\"\n[[peers]]\nid = 2\ngrpc = \"h:2\"",
+                "listed twice",
+            ),
+            ("[[peers]]\nid = 2\ngrpc = \"h\"", "not HOST:PORT"),
+            ("[[peers]]\nid = 2\nhost = \"h:1\"", "host"),
+        ] {
+            let error = load(text, &flags).unwrap_err();
+            assert!(error.contains(expected), "{text}: {error}");
+        }
+        assert!("2".parse::<Peer>().is_err());
+        assert!("x=h:1".parse::<Peer>().is_err());
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! The daemon's life: bind, open timelines, serve, and stop cleanly.
 //!
-//! Start: bind the gRPC, replication and HTTP listeners (so a port conflict fails at
+//! Start: connect to object storage if one is configured (a wrong bucket, endpoint or
+//! key fails here, naming the store), bind the gRPC, replication and HTTP listeners (so a port conflict fails at
 //! once), log the bound addresses and write them to [`PORTS_FILE`], serve HTTP (health
 //! says `starting`), open every timeline found in the data directory, serve gRPC and the
 //! replication protocol, then report ready.
@@ -12,6 +13,7 @@
 use std::future::Future;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 use tokio::net::TcpListener;
@@ -21,6 +23,9 @@ use tokio::task::JoinSet;
 use crate::config::Config;
 use crate::limits::SHUTDOWN_SERVERS_TIMEOUT;
 use crate::metrics::{Metrics, MetricsError};
+use crate::offload::metrics::OffloadMetrics;
+use crate::offload::peers::{PeerAddressError, Peers};
+use crate::offload::Offload;
 use crate::timelines::{TimelineError, Timelines};
 use crate::{grpc, replication};
 use strata_http::Readiness;
@@ -63,6 +68,10 @@ pub enum DaemonError {
     },
     #[error(transparent)]
     Metrics(#[from] MetricsError),
+    #[error("connecting to object storage: {0}")]
+    ObjectStore(#[from] remote_storage::RemoteError),
+    #[error(transparent)]
+    Peer(#[from] PeerAddressError),
     #[error("opening timelines: {0}")]
     Timelines(#[from] TimelineError),
     #[error("{what} server failed: {message}")]
@@ -91,6 +100,7 @@ pub async fn shutdown_signal() {
 pub async fn run(config: Config, stop: impl Future<Output = ()>) -> Result<(), DaemonError> {
     tracing::info!(id = %config.id, ?config, "safekeeper starting");
     let metrics = Metrics::new()?;
+    let offload = connect_offload(&config, &metrics).await?;
     std::fs::create_dir_all(&config.data_dir).map_err(|source| DaemonError::DataDir {
         path: config.data_dir.clone(),
         source,
@@ -125,7 +135,7 @@ pub async fn run(config: Config, stop: impl Future<Output = ()>) -> Result<(), D
         ),
     ));
 
-    let timelines = Timelines::open(&config, metrics.clone()).await?;
+    let timelines = Timelines::open(&config, metrics.clone(), offload).await?;
     servers.spawn(named(
         "gRPC",
         shutdown_rx.clone(),
@@ -160,6 +170,37 @@ pub async fn run(config: Config, stop: impl Future<Output = ()>) -> Result<(), D
             Ok(())
         }
     }
+}
+
+/// With an object store configured: connect to it (checking the bucket and the
+/// credentials) and to the peers, for the timelines' offloaders.
+async fn connect_offload(
+    config: &Config,
+    metrics: &Metrics,
+) -> Result<Option<Arc<Offload>>, DaemonError> {
+    let Some(store_config) = config.object_store_config()? else {
+        if !config.peers.is_empty() {
+            tracing::info!("peers are configured but no object store: WAL is not offloaded");
+        }
+        return Ok(None);
+    };
+    let store = remote_storage::connect(&store_config).await?;
+    let store = remote_storage::MeteredStorage::new(store, metrics.registry(), "safekeeper")
+        .map_err(MetricsError::from)?;
+    let offload_metrics = OffloadMetrics::new(metrics.registry()).map_err(MetricsError::from)?;
+    let peers = Peers::new(&config.peers)?;
+    tracing::info!(
+        store = %remote_storage::RemoteStorage::describe(&store),
+        peers = config.peers.len(),
+        "WAL offload to object storage"
+    );
+    Ok(Some(Arc::new(Offload::new(
+        config.id,
+        Arc::new(store),
+        peers,
+        offload_metrics,
+        config.wal_retention_bytes,
+    ))))
 }
 
 type ServerResult = Result<(), DaemonError>;

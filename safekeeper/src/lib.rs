@@ -10,6 +10,8 @@
 //! - [`grpc`]: the gRPC service, its proto conversions and its error mapping.
 //! - [`replication`]: the PostgreSQL replication protocol server.
 //! - [`storage`]: control files and WAL segments of a timeline.
+//! - [`offload`]: WAL offload to object storage and the removal of local WAL it
+//!   allows.
 //! - [`metrics`], [`logging`]: observability (the HTTP endpoint is `strata_http`).
 //! - [`limits`]: every bound of the daemon.
 
@@ -19,6 +21,7 @@ pub mod grpc;
 pub mod limits;
 pub mod logging;
 pub mod metrics;
+pub mod offload;
 pub mod replication;
 pub mod storage;
 pub mod timeline;

@@ -22,6 +22,7 @@ use strata_ids::{TenantId, TenantTimelineId, TimelineId};
 use crate::config::Config;
 use crate::limits::{MAX_TIMELINES, SHUTDOWN_FLUSH_TIMEOUT};
 use crate::metrics::Metrics;
+use crate::offload::Offload;
 use crate::replication::{ReplicationTimeline, ResolveError, TimelineSource};
 use crate::storage::{durable, remove_incomplete_creations, StorageError, TimelineStorage};
 use crate::timeline::{
@@ -109,14 +110,20 @@ async fn blocking<T: Send + 'static>(
 }
 
 impl Timelines {
-    /// Open every timeline under the data directory.
-    pub async fn open(config: &Config, metrics: Metrics) -> Result<Arc<Timelines>, TimelineError> {
+    /// Open every timeline under the data directory, and start offloading each one's
+    /// WAL when `offload` is given.
+    pub async fn open(
+        config: &Config,
+        metrics: Metrics,
+        offload: Option<Arc<Offload>>,
+    ) -> Result<Arc<Timelines>, TimelineError> {
         let timelines = Arc::new(Timelines {
             data_dir: config.data_dir.clone(),
             context: TimelineContext {
                 node_id: config.id,
                 wal_retention_bytes: config.wal_retention_bytes,
                 metrics,
+                offload,
             },
             entries: Mutex::new(BTreeMap::new()),
             admin: tokio::sync::Mutex::new(()),
@@ -124,7 +131,23 @@ impl Timelines {
         });
         let this = timelines.clone();
         blocking(move || this.open_all()).await?;
+        let opened: Vec<Arc<Timeline>> = lock(&timelines.entries)
+            .values()
+            .filter_map(|entry| match entry {
+                Entry::Open(timeline) => Some(timeline.clone()),
+                Entry::Broken(_) => None,
+            })
+            .collect();
+        for timeline in opened {
+            timelines.start_offload(timeline);
+        }
         Ok(timelines)
+    }
+
+    fn start_offload(&self, timeline: Arc<Timeline>) {
+        if let Some(offload) = &self.context.offload {
+            offload.spawn(timeline);
+        }
     }
 
     fn open_all(&self) -> Result<(), TimelineError> {
@@ -209,6 +232,7 @@ impl Timelines {
                     flush_lsn: Lsn::INVALID,
                     commit_lsn: Lsn::INVALID,
                     failure: Some(reason),
+                    offload: Default::default(),
                 },
             })
             .collect()
@@ -244,8 +268,9 @@ impl Timelines {
         .await?;
         let status = timeline.status();
         tracing::info!(timeline = %status.id, start_lsn = %status.timeline_start_lsn, "timeline created");
-        lock(&self.entries).insert(status.id, Entry::Open(timeline));
+        lock(&self.entries).insert(status.id, Entry::Open(timeline.clone()));
         self.update_count();
+        self.start_offload(timeline);
         Ok(status)
     }
 
@@ -258,6 +283,9 @@ impl Timelines {
             .ok_or(TimelineError::NotFound(id))?;
         self.update_count();
         self.context.metrics.remove_timeline(id);
+        if let Some(offload) = &self.context.offload {
+            offload.metrics().remove_timeline(id);
+        }
         let dir = timeline_dir(&self.data_dir, id);
         blocking(move || {
             if let Entry::Open(timeline) = entry {

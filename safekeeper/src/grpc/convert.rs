@@ -12,7 +12,7 @@ pub use strata_proto::convert::{
     ToProto,
 };
 
-use crate::timeline::{NewTimeline, TimelineStatus};
+use crate::timeline::{NewTimeline, OffloadPositions, TimelineStatus};
 
 impl FromProto for NewTimeline {
     type Proto = pb::CreateTimelineRequest;
@@ -56,6 +56,9 @@ impl ToProto for TimelineStatus {
             flush_lsn: self.flush_lsn.0,
             commit_lsn: self.commit_lsn.0,
             failure: self.failure.clone(),
+            uploaded_lsn: self.offload.uploaded_lsn.0,
+            remote_consistent_lsn: self.offload.remote_consistent_lsn.0,
+            removal_horizon_lsn: self.offload.removal_horizon_lsn.0,
         }
     }
 }
@@ -74,6 +77,11 @@ impl FromProto for TimelineStatus {
             flush_lsn: Lsn(m.flush_lsn),
             commit_lsn: Lsn(m.commit_lsn),
             failure: m.failure,
+            offload: OffloadPositions {
+                uploaded_lsn: Lsn(m.uploaded_lsn),
+                remote_consistent_lsn: Lsn(m.remote_consistent_lsn),
+                removal_horizon_lsn: Lsn(m.removal_horizon_lsn),
+            },
         })
     }
 }
@@ -133,6 +141,11 @@ mod tests {
             flush_lsn: Lsn(0x100_0100),
             commit_lsn: Lsn(0x100_0028),
             failure: Some("disk full".into()),
+            offload: OffloadPositions {
+                uploaded_lsn: Lsn(0x100_0000),
+                remote_consistent_lsn: Lsn(0xF0_0000),
+                removal_horizon_lsn: Lsn(0xF0_0000),
+            },
         });
     }
 }

@@ -30,8 +30,10 @@
 //!   segment file open). It never returns bytes at or beyond the flush LSN; bound it
 //!   by the commit LSN yourself when serving committed WAL. A reader of a storage that
 //!   was dropped and reopened no longer sees the flush LSN move: take a new one.
-//! - [`removal_horizon`]`(&RemovalHorizonInputs)` → LSN below which local WAL may go,
-//!   and [`TimelineStorage::remove_segments_below`]`(lsn)`, which never removes the
+//! - [`removal_horizon`]`(&RemovalHorizonInputs)` → LSN below which local WAL may go
+//!   (with an object store: below the uploaded and remote-consistent LSNs too),
+//!   and [`TimelineStorage::remove_segments_below`]`(lsn)` (`&self`, so the actor
+//!   calls it on the running acceptor's storage), which never removes the
 //!   segment holding `lsn`, nor the segments of the persisted commit LSN and of the
 //!   flush LSN or anything after them.
 //! - [`remove_incomplete_creations`]`(parent)`: delete `*.tmp` timeline directories
@@ -111,7 +113,7 @@ mod wal_store;
 
 pub use control_file::{ControlFileError, CONTROL_FILE_NAME};
 pub use error::StorageError;
-pub use horizon::{removal_horizon, RemovalHorizonInputs};
+pub use horizon::{removal_horizon, OffloadHorizon, RemovalHorizonInputs};
 pub use reader::WalReader;
 pub use timeline::{remove_incomplete_creations, TimelineStorage};
 

@@ -426,6 +426,7 @@ fn removal_keeps_the_segment_holding_the_horizon_and_everything_committed() {
     let horizon = removal_horizon(&RemovalHorizonInputs {
         commit_lsn: state.commit_lsn,
         retention_bytes: MIB,
+        offload: None,
     });
     assert_eq!(horizon.segment_number(size()), 2);
     let removed = storage.remove_segments_below(horizon).unwrap();

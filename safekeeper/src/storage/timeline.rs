@@ -147,7 +147,12 @@ impl TimelineStorage {
     /// [`removal_horizon`](super::removal_horizon)). Never removes the segment holding
     /// the horizon, nor anything at or after the persisted commit LSN's or the flush
     /// LSN's segment, whatever `horizon` says. Returns the file names removed.
-    pub fn remove_segments_below(&mut self, horizon: Lsn) -> Result<Vec<String>, StorageError> {
+    ///
+    /// Takes `&self` so that the owner of a running acceptor can call it through
+    /// `Acceptor::storage`: the files it removes are below the persisted commit LSN's
+    /// segment, which no write, truncation or open touches. Call it from the thread
+    /// that owns the storage, like every other operation.
+    pub fn remove_segments_below(&self, horizon: Lsn) -> Result<Vec<String>, StorageError> {
         let _entered = self.span.enter();
         self.wal
             .remove_segments_below(horizon.min(self.state.commit_lsn))

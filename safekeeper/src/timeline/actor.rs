@@ -64,13 +64,17 @@ impl std::fmt::Debug for Actor {
 
 impl Actor {
     /// Open the acceptor over `storage`, removing WAL below the retention horizon
-    /// first (see [`remove_old_wal`]).
+    /// first when no object store is configured (see [`remove_old_wal`]; with one, the
+    /// offloader decides what goes). Also returns that horizon.
     pub(super) fn new(
         dir: PathBuf,
-        mut storage: TimelineStorage,
+        storage: TimelineStorage,
         context: &TimelineContext,
-    ) -> Result<(Actor, TimelineStatus, WalReader), StartError> {
-        remove_old_wal(&mut storage, context.wal_retention_bytes);
+    ) -> Result<(Actor, TimelineStatus, WalReader, Lsn), StartError> {
+        let horizon = match context.offload {
+            None => remove_old_wal(&storage, context.wal_retention_bytes),
+            Some(_) => Lsn::INVALID,
+        };
         let reader = storage.reader();
         let acceptor = Acceptor::new(context.node_id, storage)?;
         let status = status_of(&acceptor, None);
@@ -86,7 +90,7 @@ impl Actor {
             at_segment_end: false,
             closed: HashSet::new(),
         };
-        Ok((actor, status, reader))
+        Ok((actor, status, reader, horizon))
     }
 
     pub(super) fn run(mut self, mut commands: mpsc::Receiver<Command>, shared: &Arc<Shared>) {
@@ -121,6 +125,10 @@ impl Actor {
                 Command::Disconnected { connection } => {
                     self.closed.remove(&connection);
                     self.flush(shared);
+                }
+                Command::RemoveWal { horizon, done } => {
+                    // The receiver gone means the offloader stopped; nothing to tell.
+                    let _ = done.send(self.remove_wal_below(horizon));
                 }
                 Command::Stop => break,
             }
@@ -283,6 +291,18 @@ impl Actor {
         }
     }
 
+    /// A failure here is not a storage failure of the timeline: WAL left on disk is
+    /// harmless, and the offloader asks again.
+    fn remove_wal_below(&self, horizon: Lsn) -> Result<Vec<String>, String> {
+        let Some(acceptor) = &self.acceptor else {
+            return Err("the timeline's storage failed; nothing is removed".into());
+        };
+        acceptor
+            .storage()
+            .remove_segments_below(horizon)
+            .map_err(|error| error.to_string())
+    }
+
     fn publish(&mut self, shared: &Shared) {
         if let Some(acceptor) = &self.acceptor {
             self.status = status_of(acceptor, self.failure.clone());
@@ -304,27 +324,30 @@ fn status_of(acceptor: &Acceptor<TimelineStorage>, failure: Option<String>) -> T
         flush_lsn: acceptor.flush_lsn(),
         commit_lsn: acceptor.commit_lsn(),
         failure,
+        offload: Default::default(),
     }
 }
 
-/// Remove segments below the retention horizon. Done when a timeline is opened, and
-/// only then: the running acceptor owns its storage and `Acceptor` offers no mutable
-/// access to it, which removal needs. A failure is logged and otherwise ignored: old
+/// Without an object store: remove segments below the retention horizon, when a
+/// timeline is opened (and only then: nothing else holds removed WAL, so a restart is
+/// often enough). Returns the horizon. A failure is logged and otherwise ignored: old
 /// WAL left on disk is harmless.
-fn remove_old_wal(storage: &mut TimelineStorage, retention_bytes: Option<u64>) {
+fn remove_old_wal(storage: &TimelineStorage, retention_bytes: Option<u64>) -> Lsn {
     let Some(retention_bytes) = retention_bytes else {
-        return;
+        return Lsn::INVALID;
     };
     let horizon = removal_horizon(&RemovalHorizonInputs {
         commit_lsn: storage.state().commit_lsn,
         retention_bytes,
+        offload: None,
     });
     if horizon == Lsn::INVALID {
-        return;
+        return horizon;
     }
     match storage.remove_segments_below(horizon) {
         Ok(removed) if removed.is_empty() => {}
         Ok(removed) => tracing::info!(%horizon, count = removed.len(), "removed old WAL segments"),
         Err(error) => tracing::warn!(%error, "removing old WAL segments"),
     }
+    horizon
 }

@@ -24,11 +24,12 @@ use consensus::term_history::{Term, TermHistory};
 use consensus::Refusal;
 use postgres_wal::Lsn;
 use strata_ids::{NodeId, TenantTimelineId};
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::limits::{CONNECTION_REPLY_QUEUE_LEN, MAX_POOLED_WAL_READERS, TIMELINE_QUEUE_LEN};
 use crate::metrics::{Metrics, TimelineMetrics};
-use crate::replication::ReplicationTimeline;
+use crate::offload::Offload;
+use crate::replication::{ReaderFeedback, ReplicationTimeline};
 use crate::storage::{TimelineStorage, WalReader};
 
 /// The parameters of a timeline to create (`CreateTimeline`).
@@ -79,7 +80,24 @@ pub struct TimelineStatus {
     pub commit_lsn: Lsn,
     /// Why the timeline stopped accepting WAL, if it did.
     pub failure: Option<String>,
+    pub offload: OffloadPositions,
 }
+
+/// Where WAL offload to object storage stands (all [`Lsn::INVALID`] until known, and
+/// without an object store).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct OffloadPositions {
+    /// End of the contiguous run of uploaded segments from the timeline's first one.
+    pub uploaded_lsn: Lsn,
+    /// The highest remote-consistent LSN the pageserver reported, here or to a peer.
+    pub remote_consistent_lsn: Lsn,
+    /// Local segments wholly below it may be removed.
+    pub removal_horizon_lsn: Lsn,
+}
+
+/// The `application_name` of the pageserver's replication connections: the apply
+/// position of its standby status updates is its remote-consistent LSN.
+pub const PAGESERVER_APPLICATION_NAME: &str = "pageserver";
 
 /// Why the actor did not process a proposer's message; ends that proposer's stream.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -114,6 +132,12 @@ enum Command {
     /// The connection ended: flush, so that a proposer which reconnects (or
     /// sync-safekeepers) sees every byte it sent as durable (Neon #9259).
     Disconnected { connection: u64 },
+    /// Remove local segments wholly below `horizon` (see
+    /// [`TimelineStorage::remove_segments_below`]); the names removed go back.
+    RemoveWal {
+        horizon: Lsn,
+        done: oneshot::Sender<Result<Vec<String>, String>>,
+    },
     /// Flush and exit (shutdown or deletion).
     Stop,
 }
@@ -133,6 +157,11 @@ struct Shared {
     stopped: watch::Sender<bool>,
     readers: Mutex<ReaderPool>,
     metrics: TimelineMetrics,
+    /// [`OffloadPositions`], as atomics: the offloader and the replication connections
+    /// set them without going through the actor.
+    uploaded_lsn: AtomicU64,
+    remote_consistent_lsn: AtomicU64,
+    removal_horizon_lsn: AtomicU64,
 }
 
 /// WAL readers for replication: each keeps its segment file open, so they are reused
@@ -153,6 +182,7 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
 #[derive(Debug)]
 pub struct Timeline {
     shared: Arc<Shared>,
+    dir: PathBuf,
     params: PersistentState,
     inbox: mpsc::Sender<Command>,
     thread: Mutex<Option<std::thread::JoinHandle<()>>>,
@@ -165,6 +195,8 @@ pub struct TimelineContext {
     pub node_id: NodeId,
     pub wal_retention_bytes: Option<u64>,
     pub metrics: Metrics,
+    /// Set when WAL is offloaded to object storage.
+    pub offload: Option<Arc<Offload>>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -186,7 +218,8 @@ impl Timeline {
     ) -> Result<Arc<Timeline>, StartError> {
         let params = consensus::storage::AcceptorStorage::state(&storage).clone();
         let id = params.id;
-        let (actor, status, reader) = actor::Actor::new(dir.to_owned(), storage, context)?;
+        let (actor, status, reader, removal_horizon) =
+            actor::Actor::new(dir.to_owned(), storage, context)?;
         let (commit_tx, _) = watch::channel(status.commit_lsn);
         let shared = Arc::new(Shared {
             id,
@@ -198,6 +231,9 @@ impl Timeline {
                 idle: Vec::new(),
             }),
             metrics: context.metrics.timeline(id),
+            uploaded_lsn: AtomicU64::new(0),
+            remote_consistent_lsn: AtomicU64::new(0),
+            removal_horizon_lsn: AtomicU64::new(removal_horizon.0),
         });
         let (inbox, commands) = mpsc::channel(TIMELINE_QUEUE_LEN);
         let thread = std::thread::Builder::new()
@@ -209,6 +245,7 @@ impl Timeline {
             .map_err(StartError::Thread)?;
         Ok(Arc::new(Timeline {
             shared,
+            dir: dir.to_owned(),
             params,
             inbox,
             thread: Mutex::new(Some(thread)),
@@ -221,7 +258,62 @@ impl Timeline {
     }
 
     pub fn status(&self) -> TimelineStatus {
-        lock(&self.shared.status).clone()
+        let mut status = lock(&self.shared.status).clone();
+        status.offload = self.offload_positions();
+        status
+    }
+
+    /// The timeline's directory, where its segment files are.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// The parameters fixed at creation.
+    pub fn params(&self) -> &PersistentState {
+        &self.params
+    }
+
+    pub fn offload_positions(&self) -> OffloadPositions {
+        let load = |lsn: &AtomicU64| Lsn(lsn.load(Ordering::Acquire));
+        OffloadPositions {
+            uploaded_lsn: load(&self.shared.uploaded_lsn),
+            remote_consistent_lsn: load(&self.shared.remote_consistent_lsn),
+            removal_horizon_lsn: load(&self.shared.removal_horizon_lsn),
+        }
+    }
+
+    /// What the offloader learned by listing object storage.
+    pub fn set_uploaded_lsn(&self, lsn: Lsn) {
+        self.shared.uploaded_lsn.store(lsn.0, Ordering::Release);
+    }
+
+    pub fn set_removal_horizon_lsn(&self, lsn: Lsn) {
+        self.shared
+            .removal_horizon_lsn
+            .store(lsn.0, Ordering::Release);
+    }
+
+    /// A remote-consistent LSN reported by the pageserver, here or to a peer. Only
+    /// ever rises: an older report (a reordered one, or a peer that heard less) says
+    /// nothing about WAL the pageserver no longer needs.
+    pub fn note_remote_consistent_lsn(&self, lsn: Lsn) {
+        self.shared
+            .remote_consistent_lsn
+            .fetch_max(lsn.0, Ordering::AcqRel);
+    }
+
+    /// Remove local segments wholly below `horizon`, on the actor's thread (between
+    /// two of its messages, so never during a write). The names removed.
+    pub async fn remove_wal_below(&self, horizon: Lsn) -> Result<Vec<String>, String> {
+        let (done, result) = oneshot::channel();
+        self.inbox
+            .send(Command::RemoveWal { horizon, done })
+            .await
+            .map_err(|_| TimelineStopped.to_string())?;
+        result
+            .await
+            .map_err(|_| TimelineStopped.to_string())
+            .and_then(|removed| removed)
     }
 
     /// A new proposer stream to this timeline, and where its replies arrive.
@@ -307,6 +399,15 @@ impl ReplicationTimeline for Timeline {
             Some(sender) => sender.subscribe(),
             // Stopped: a receiver whose sender is gone, so streaming ends at once.
             None => watch::channel(self.status().commit_lsn).1,
+        }
+    }
+
+    /// The pageserver's apply position is its remote-consistent LSN (what it made
+    /// durable in object storage), which holds back local WAL removal. Other readers
+    /// hold nothing back.
+    fn reader_feedback(&self, feedback: &ReaderFeedback) {
+        if feedback.application_name.as_deref() == Some(PAGESERVER_APPLICATION_NAME) {
+            self.note_remote_consistent_lsn(feedback.apply_lsn);
         }
     }
 

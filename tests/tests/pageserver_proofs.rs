@@ -20,7 +20,10 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use cluster_support::{pg_dumpall, psql, sql, wait_ingested, TestCluster, WAIT};
+use cluster_support::{
+    check_sequences, first_difference, pg_dumpall, psql, split_sequences, sql, wait_ingested,
+    TestCluster, WAIT,
+};
 use pg_harness::{PgBin, PgConfig, PgServer};
 use postgres_wal::Lsn;
 
@@ -230,54 +233,10 @@ fn pageserver_matches_postgres() {
     eprintln!("pageserver proofs took {:?}", started.elapsed());
 }
 
-/// A dump without its `setval` lines, and those lines' (sequence, value) pairs.
-fn split_sequences(dump: &str) -> (String, Vec<(String, i64)>) {
-    let mut rest = String::new();
-    let mut sequences = Vec::new();
-    for line in dump.lines() {
-        if let Some(args) = line.strip_prefix("SELECT pg_catalog.setval(") {
-            let fields: Vec<&str> = args.split(", ").collect();
-            sequences.push((fields[0].to_owned(), fields[1].parse().unwrap()));
-        } else {
-            rest.push_str(line);
-            rest.push('\n');
-        }
-    }
-    (rest, sequences)
-}
-
-/// PostgreSQL WAL-logs a sequence 32 values ahead of what it hands out
-/// (`SEQ_LOG_VALS`), so every replay of its WAL — crash recovery, a standby, the
-/// pageserver — sees a value up to 32 ahead, never behind: no value handed out is
-/// handed out again.
-fn check_sequences(compute: &[(String, i64)], copy: &[(String, i64)]) {
-    assert_eq!(compute.len(), copy.len(), "{compute:?} vs {copy:?}");
-    for ((name, handed_out), (copy_name, logged)) in compute.iter().zip(copy) {
-        assert_eq!(name, copy_name);
-        assert!(
-            (*handed_out..=handed_out + 32).contains(logged),
-            "sequence {name}: the compute handed out up to {handed_out}, the copy resumes after {logged}"
-        );
-    }
-}
-
 /// The compute's connection URI for database `db`.
 fn db_connstr(connstr: &str, db: &str) -> String {
     let (base, _) = connstr.rsplit_once('/').unwrap();
     format!("{base}/{db}")
-}
-
-fn first_difference(expected: &str, actual: &str) -> String {
-    for (n, (a, b)) in expected.lines().zip(actual.lines()).enumerate() {
-        if a != b {
-            return format!("line {}:\n  compute: {a}\n  copy:    {b}", n + 1);
-        }
-    }
-    format!(
-        "lengths differ: compute {} lines, copy {} lines",
-        expected.lines().count(),
-        actual.lines().count()
-    )
 }
 
 /// How a relation's pages are laid out, for masking.

@@ -79,14 +79,15 @@ checkpoint_timeout_ms = 300000
 # object_store_secret_access_key = ""
 
 # The generation of this pageserver's attachment to its tenants (--generation), if an
-# external controller assigns it. Unset: at startup the pageserver claims, per tenant,
-# the next generation not yet claimed in object storage. Every object it writes carries
-# it, so two pageservers attached to one tenant never overwrite each other.
+# external controller assigns it: never give two running pageservers the same one.
+# Unset: at startup the pageserver claims, per tenant, the next generation not yet
+# claimed in object storage. Every object it writes carries it, so two pageservers
+# attached to one tenant never overwrite each other. Needs object_store.
 # generation = 1
 
 # Bytes of layer files kept on local disk (--disk-budget-bytes); beyond it, layer files
 # already in object storage are evicted least recently read first, and downloaded
-# again when read. Unset: no eviction.
+# again when read. Unset or 0: no eviction. Needs object_store.
 # disk_budget_bytes = 10737418240
 
 # The safekeepers WAL is streamed from, one table each (repeat for every safekeeper):
@@ -323,7 +324,11 @@ impl Config {
                 .clone()
                 .or(file.object_store_secret_access_key),
             generation: flags.generation.or(file.generation),
-            disk_budget_bytes: flags.disk_budget_bytes.or(file.disk_budget_bytes),
+            // 0 means no budget, as absent does.
+            disk_budget_bytes: flags
+                .disk_budget_bytes
+                .or(file.disk_budget_bytes)
+                .filter(|&bytes| bytes > 0),
             safekeepers: file.safekeepers.unwrap_or(default.safekeepers),
         }
     }
@@ -358,6 +363,17 @@ impl Config {
         }
         if self.generation == Some(0) {
             return invalid("generation", "at least 1");
+        }
+        if self.object_store.is_none() {
+            if self.generation.is_some() {
+                return invalid("generation", "set only with object_store");
+            }
+            if self.disk_budget_bytes.is_some() {
+                return invalid(
+                    "disk_budget_bytes",
+                    "set only with object_store (only uploaded layers can be evicted)",
+                );
+            }
         }
         if let Some(url) = &self.object_store {
             if remote_storage::RemoteStorageConfig::parse_url(url).is_err() {
@@ -497,5 +513,23 @@ mod tests {
         assert!(parse("checkpoint_distance = 0").is_err());
         assert!(parse("image_layer_after_deltas = 0").is_err());
         assert!(parse("wait_lsn_timeout_ms = \"30s\"").is_err());
+        assert!(parse("generation = 0\nobject_store = \"file:///x\"").is_err());
+        assert!(parse("object_store = \"s3:/x\"").is_err());
+    }
+
+    #[test]
+    fn tiering_settings_need_an_object_store() {
+        let err = parse("generation = 3").unwrap_err();
+        assert!(err.contains("generation"), "{err}");
+        let err = parse("disk_budget_bytes = 1000").unwrap_err();
+        assert!(err.contains("disk_budget_bytes"), "{err}");
+        let config =
+            parse("object_store = \"file:///x\"\ngeneration = 3\ndisk_budget_bytes = 1000\n")
+                .unwrap();
+        assert_eq!(config.generation, Some(3));
+        assert_eq!(config.disk_budget_bytes, Some(1000));
+        // A budget of 0 is no budget.
+        let config = parse("object_store = \"file:///x\"\ndisk_budget_bytes = 0\n").unwrap();
+        assert_eq!(config.disk_budget_bytes, None);
     }
 }

@@ -1,9 +1,11 @@
 //! The daemon's life: bind, open timelines, serve, and stop cleanly.
 //!
 //! Start: bind the gRPC and HTTP listeners (so a port conflict fails at once), log the
-//! bound addresses and write them to [`PORTS_FILE`], serve HTTP (health says
-//! `starting`), open every timeline found in the data directory (starting its
-//! walreceiver and layer task), serve gRPC, then report ready.
+//! bound addresses and write them to [`PORTS_FILE`], connect to object storage (if
+//! configured: claim generations, discard local timelines behind the store), serve HTTP
+//! (health says `starting`), open every timeline found in the data directory (starting
+//! its walreceiver, layer task and uploader), restore the timelines only the store has,
+//! serve gRPC, then report ready.
 //!
 //! Stop (SIGTERM, SIGINT, or a server failing): health says `stopping`; the servers stop
 //! accepting and end their streams; walreceivers and layer tasks stop (every commit is
@@ -24,13 +26,12 @@ use crate::config::Config;
 use crate::grpc;
 use crate::layers::{self, LayerPolicy};
 use crate::limits::{SHUTDOWN_SERVERS_TIMEOUT, SHUTDOWN_TASKS_TIMEOUT};
-use crate::metrics::{Metrics, MetricsError, RemoteMetricVecs};
-use crate::remote::eviction::{self, Tiered};
-use crate::remote::{restore, upload, Fetcher, Remote, RemoteLayers};
+use crate::metrics::{Metrics, MetricsError};
+use crate::remote::{failpoint, Tiering};
 use crate::timeline::Timeline;
 use crate::timelines::{Timelines, TimelinesError};
 use crate::walreceiver::{self, WalReceiverConfig};
-use remote_storage::{Generation, RemoteStorage};
+use remote_storage::Generation;
 use strata_http::Readiness;
 
 /// Name of the file, in the data directory, holding the bound addresses of a running
@@ -76,6 +77,8 @@ pub enum DaemonError {
     Server { what: &'static str, message: String },
     #[error("object storage: {0}")]
     ObjectStore(String),
+    #[error(transparent)]
+    Failpoints(#[from] failpoint::FailpointError),
 }
 
 /// Resolves on SIGTERM or SIGINT (or at once when signal handlers cannot be installed,
@@ -99,6 +102,7 @@ pub async fn shutdown_signal() {
 /// Run the daemon until `stop` resolves or a server fails.
 pub async fn run(config: Config, stop: impl Future<Output = ()>) -> Result<(), DaemonError> {
     tracing::info!(?config, "pageserver starting");
+    failpoint::init()?;
     let metrics = Metrics::new()?;
     std::fs::create_dir_all(&config.data_dir).map_err(|source| DaemonError::DataDir {
         path: config.data_dir.clone(),
@@ -120,26 +124,24 @@ pub async fn run(config: Config, stop: impl Future<Output = ()>) -> Result<(), D
 
     // Object storage is checked before anything is served: a wrong bucket, endpoint or
     // key is a startup error naming them.
-    let remote = match config.remote_storage() {
-        Some(store_config) => {
-            let storage = remote_storage::connect(&store_config)
-                .await
-                .map_err(|e| DaemonError::ObjectStore(e.to_string()))?;
-            let storage =
-                remote_storage::MeteredStorage::new(storage, metrics.registry(), "pageserver")
-                    .map_err(|e| DaemonError::Metrics(e.into()))?;
-            tracing::info!(store = %storage.describe(), "object storage connected");
-            Some((
-                Arc::new(Remote::new(
-                    Arc::new(storage),
-                    config.generation.map(Generation),
-                )),
-                RemoteMetricVecs::new(metrics.registry())?,
-            ))
-        }
+    let tiering = match config.remote_storage() {
+        Some(store_config) => Some(
+            Tiering::connect(
+                &store_config,
+                config.generation.map(Generation),
+                metrics.registry(),
+            )
+            .await
+            .map_err(DaemonError::ObjectStore)?,
+        ),
         None => None,
     };
-    let tiered: Tiered = Arc::default();
+    if let Some(tiering) = &tiering {
+        tiering
+            .prepare(&config.data_dir, config.checkpoint_distance)
+            .await
+            .map_err(|e| DaemonError::ObjectStore(format!("attaching: {e:#}")))?;
+    }
 
     let (readiness_tx, readiness_rx) = watch::channel(Readiness::Starting);
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
@@ -169,43 +171,15 @@ pub async fn run(config: Config, stop: impl Future<Output = ()>) -> Result<(), D
             safekeepers: config.safekeepers.clone(),
             wal_stall_timeout: config.wal_stall_timeout,
         };
-        let remote = remote.clone();
-        let tiered = tiered.clone();
+        let tiering = tiering.clone();
         Box::new(move |timeline: &Arc<Timeline>| {
             let mut tasks = tasks
                 .lock()
                 .unwrap_or_else(std::sync::PoisonError::into_inner);
             // The fetcher first: the layer task may need an evicted layer at once.
-            if let Some((remote, vecs)) = &remote {
-                let remote_layers = RemoteLayers::default();
-                timeline.store().set_fetcher(Arc::new(Fetcher {
-                    id: timeline.id(),
-                    remote: remote.clone(),
-                    layers: remote_layers.clone(),
-                    runtime: runtime.clone(),
-                }));
-                let remote_metrics = vecs.timeline(timeline.id());
-                tiered
-                    .lock()
-                    .unwrap_or_else(std::sync::PoisonError::into_inner)
-                    .insert(
-                        timeline.id(),
-                        (
-                            timeline.clone(),
-                            remote_layers.clone(),
-                            remote_metrics.clone(),
-                        ),
-                    );
-                tasks.spawn_on(
-                    upload::run(
-                        timeline.clone(),
-                        remote.clone(),
-                        remote_layers,
-                        remote_metrics,
-                        shutdown.clone(),
-                    ),
-                    &runtime,
-                );
+            if let Some(tiering) = &tiering {
+                let uploader = tiering.attach(timeline, runtime.clone(), shutdown.clone());
+                tasks.spawn_on(uploader, &runtime);
             }
             tasks.spawn_on(
                 layers::run(timeline.clone(), policy, shutdown.clone()),
@@ -231,8 +205,9 @@ pub async fn run(config: Config, stop: impl Future<Output = ()>) -> Result<(), D
             })??
     };
     let timelines = Arc::new(timelines);
-    if let Some((remote, _)) = &remote {
-        let restored = restore::restore_missing(remote, &timelines)
+    if let Some(tiering) = &tiering {
+        let restored = tiering
+            .restore_missing(&timelines)
             .await
             .map_err(|e| DaemonError::ObjectStore(format!("restoring timelines: {e:#}")))?;
         if restored > 0 {
@@ -241,11 +216,7 @@ pub async fn run(config: Config, stop: impl Future<Output = ()>) -> Result<(), D
         tasks
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .spawn(eviction::run(
-                tiered.clone(),
-                config.disk_budget_bytes,
-                shutdown_rx.clone(),
-            ));
+            .spawn(tiering.eviction(config.disk_budget_bytes, shutdown_rx.clone()));
     }
     let service = grpc::Service {
         timelines: timelines.clone(),

@@ -4,8 +4,10 @@
 //! layers have accumulated above the newest image layer, so that a read walks a bounded
 //! number of layers down to an image.
 //!
-//! One task per timeline, woken by commits; at most one freeze or image write of a
-//! timeline runs at a time (the store also serialises them).
+//! One task per timeline, woken by commits and by `checkpoint_timeout` (an open layer
+//! holding data that long is frozen whatever its size, so that object storage does not
+//! lag ingest without bound); at most one freeze or image write of a timeline runs at a
+//! time (the store also serialises them).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -20,6 +22,7 @@ use tracing::Instrument;
 
 use crate::limits::LAYER_RETRY_BACKOFF;
 use crate::logging::timeline_span;
+use crate::remote::limits::UPLOAD_QUEUE_MAX_LAYERS;
 use crate::timeline::Timeline;
 
 #[derive(Debug, Clone, Copy)]
@@ -100,9 +103,15 @@ pub async fn run(
 }
 
 /// Freeze if due (or whatever the open layer holds, if `force`), then write an image
-/// layer if due. Blocking.
+/// layer if due. Neither while the upload queue is full (see
+/// [`UPLOAD_QUEUE_MAX_LAYERS`]). Blocking.
 pub fn maintain(timeline: &Timeline, policy: LayerPolicy, force: bool) -> Result<(), LayerError> {
     let store = timeline.store();
+    let queued = timeline.remote_status().upload_queue_layers;
+    if queued >= UPLOAD_QUEUE_MAX_LAYERS {
+        tracing::debug!(queued, "upload queue full; layer work waits");
+        return Ok(());
+    }
     if store
         .freeze(force && store.open_layer_bytes() > 0)?
         .is_some()

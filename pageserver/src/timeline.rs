@@ -10,6 +10,7 @@
 //! Readers see the timeline through [`VersionSource`], which decodes the stored value
 //! bytes, and wait for an LSN with [`Timeline::wait_lsn`].
 
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::time::Duration;
@@ -119,7 +120,7 @@ pub(crate) fn encode_meta(last_record_lsn: Lsn) -> [u8; META_LEN] {
     out
 }
 
-fn decode_meta(bytes: &[u8]) -> Result<Lsn, TimelineError> {
+pub(crate) fn decode_meta(bytes: &[u8]) -> Result<Lsn, TimelineError> {
     match bytes {
         [META_VERSION, rest @ ..] if rest.len() == 8 => {
             let mut lsn = [0u8; 8];
@@ -167,6 +168,8 @@ pub(crate) fn batch_entries(
 #[derive(Debug)]
 pub struct Timeline {
     id: TenantTimelineId,
+    /// Its directory (`timeline.json`, the layer store, the copy of its last index).
+    dir: PathBuf,
     meta: TimelineMeta,
     store: LayerStore,
     progress: watch::Sender<Progress>,
@@ -183,12 +186,27 @@ pub struct Timeline {
     remote_consistent_lsn: AtomicU64,
     /// Whether an uploader tiers this timeline to object storage.
     tiered: AtomicBool,
+    /// What the uploader last reported about object storage.
+    remote_status: Mutex<RemoteStatus>,
+}
+
+/// The timeline in object storage, as its uploader last reported it.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct RemoteStatus {
+    /// Of this pageserver's attachment to the tenant (0 before it is known).
+    pub generation: u32,
+    /// Layer files the latest acknowledged index lists, and their bytes.
+    pub layers: u64,
+    pub layer_bytes: u64,
+    /// Layer files on local disk not yet uploaded.
+    pub upload_queue_layers: u64,
 }
 
 impl Timeline {
     /// A timeline over an opened store; `last_record_lsn` comes from the store's meta blob.
     pub(crate) fn open(
         id: TenantTimelineId,
+        dir: PathBuf,
         meta: TimelineMeta,
         store: LayerStore,
         checkpoint_distance: u64,
@@ -209,6 +227,7 @@ impl Timeline {
         });
         Ok(Timeline {
             id,
+            dir,
             meta,
             store,
             progress,
@@ -218,11 +237,16 @@ impl Timeline {
             metrics,
             remote_consistent_lsn: AtomicU64::new(0),
             tiered: AtomicBool::new(false),
+            remote_status: Mutex::new(RemoteStatus::default()),
         })
     }
 
     pub fn id(&self) -> TenantTimelineId {
         self.id
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
     }
 
     pub fn meta(&self) -> &TimelineMeta {
@@ -260,6 +284,23 @@ impl Timeline {
 
     pub fn set_tiered(&self) {
         self.tiered.store(true, Ordering::Release);
+    }
+
+    pub fn remote_status(&self) -> RemoteStatus {
+        *self
+            .remote_status
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Set by the uploader (`update` changes what it learnt).
+    pub fn update_remote_status(&self, update: impl FnOnce(&mut RemoteStatus)) {
+        update(
+            &mut self
+                .remote_status
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner),
+        );
     }
 
     /// The LSN the safekeepers may forget WAL below, as far as this pageserver is

@@ -5,6 +5,8 @@
 //! ```text
 //! <data_dir>/tenants/<tenant_id>/timelines/<timeline_id>/timeline.json
 //! <data_dir>/tenants/<tenant_id>/timelines/<timeline_id>/layers/      (the LayerStore)
+//! <data_dir>/tenants/<tenant_id>/timelines/<timeline_id>/remote_index.json
+//!     (with object storage: the copy of the last index acknowledged, see `remote`)
 //! ```
 //!
 //! A timeline is created in a temporary directory (`.<timeline_id>.creating`) holding
@@ -27,7 +29,8 @@ use strata_ids::{TenantId, TenantTimelineId, TimelineId};
 
 use crate::limits::MAX_TIMELINES;
 use crate::metrics::Metrics;
-use crate::timeline::{encode_meta, Timeline, TimelineError, TimelineMeta};
+use crate::remote::LOCAL_INDEX_FILE;
+use crate::timeline::{decode_meta, encode_meta, Timeline, TimelineError, TimelineMeta};
 
 /// `<data_dir>/tenants`.
 pub const TENANTS_DIR: &str = "tenants";
@@ -247,6 +250,7 @@ impl Timelines {
             .map_err(|source| TimelinesError::Store { id, source })?;
         Timeline::open(
             id,
+            dir.to_owned(),
             meta,
             store,
             self.checkpoint_distance,
@@ -327,15 +331,6 @@ impl Timelines {
                 start_lsn: m.start_lsn,
             });
         }
-        if self.len() >= MAX_TIMELINES {
-            return Err(TimelinesError::TooManyTimelines);
-        }
-        self.create_tenant(id.tenant_id)?;
-        let parent = self.tenant_dir(id.tenant_id).join(TIMELINES_DIR);
-        let temp = parent.join(format!(".{}{CREATING_SUFFIX}", id.timeline_id));
-        remove_dir_if_exists(&temp)?;
-        std::fs::create_dir(&temp).map_err(io_error("creating", &temp))?;
-
         let entries: Vec<Entry> = values
             .into_iter()
             .map(|(key, value)| Entry {
@@ -345,19 +340,82 @@ impl Timelines {
                 value: value.encode(),
             })
             .collect();
-        {
+        let start_lsn = meta.start_lsn;
+        let timeline = self.build(id, &meta, |temp| {
             let store = LayerStore::open(&temp.join(LAYERS_DIR), self.store_config())
                 .map_err(|source| TimelinesError::Store { id, source })?;
             // Durable when it returns (the store syncs its log); the store is closed
             // (dropped) before the rename so that no file of it is open under the
             // temporary path.
             store
-                .put_batch(&entries, &encode_meta(meta.start_lsn))
-                .map_err(|source| TimelinesError::Store { id, source })?;
+                .put_batch(&entries, &encode_meta(start_lsn))
+                .map_err(|source| TimelinesError::Store { id, source })
+        })?;
+        tracing::info!(
+            tenant_id = %id.tenant_id, timeline_id = %id.timeline_id,
+            start_lsn = %meta.start_lsn, system_id = meta.system_id,
+            "timeline created"
+        );
+        (self.on_open)(&timeline);
+        Ok((timeline, Created::New))
+    }
+
+    /// Creates the timeline from object storage: `layers` (name, size) listed but not
+    /// on local disk, `last_record_lsn` at `lsn`, and `local_index` (the index it comes
+    /// from) as the copy of the last index. Durable and atomic as
+    /// [`Timelines::create_timeline`]. An existing timeline is returned as it is.
+    /// Blocking.
+    pub fn restore_timeline(
+        &self,
+        id: TenantTimelineId,
+        meta: TimelineMeta,
+        layers: &[(String, u64)],
+        lsn: Lsn,
+        local_index: &[u8],
+    ) -> Result<Arc<Timeline>, TimelinesError> {
+        let _creating = self
+            .creating
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Ok(existing) = self.get(id) {
+            return Ok(existing);
         }
+        let timeline = self.build(id, &meta, |temp| {
+            // Durable when it returns; closed (dropped) before the rename.
+            LayerStore::create_from_layers(
+                &temp.join(LAYERS_DIR),
+                self.store_config(),
+                layers,
+                &encode_meta(lsn),
+            )
+            .map_err(|source| TimelinesError::Store { id, source })?;
+            write_durably(&temp.join(LOCAL_INDEX_FILE), local_index)
+        })?;
+        (self.on_open)(&timeline);
+        Ok(timeline)
+    }
+
+    /// Builds a timeline directory in a temporary directory (`fill` writes its layer
+    /// store, then `timeline.json` is written), publishes it with a rename, opens and
+    /// registers it. Called with `creating` held, for an id not registered.
+    fn build(
+        &self,
+        id: TenantTimelineId,
+        meta: &TimelineMeta,
+        fill: impl FnOnce(&Path) -> Result<(), TimelinesError>,
+    ) -> Result<Arc<Timeline>, TimelinesError> {
+        if self.len() >= MAX_TIMELINES {
+            return Err(TimelinesError::TooManyTimelines);
+        }
+        self.create_tenant(id.tenant_id)?;
+        let parent = self.tenant_dir(id.tenant_id).join(TIMELINES_DIR);
+        let temp = parent.join(format!(".{}{CREATING_SUFFIX}", id.timeline_id));
+        remove_dir_if_exists(&temp)?;
+        std::fs::create_dir(&temp).map_err(io_error("creating", &temp))?;
+        fill(&temp)?;
         write_durably(
             &temp.join(TIMELINE_FILE),
-            &serde_json::to_vec_pretty(&TimelineFile::from_meta(&meta)).map_err(|e| {
+            &serde_json::to_vec_pretty(&TimelineFile::from_meta(meta)).map_err(|e| {
                 TimelinesError::BadTimelineFile {
                     path: temp.join(TIMELINE_FILE),
                     reason: e.to_string(),
@@ -370,80 +428,71 @@ impl Timelines {
         let dir = parent.join(id.timeline_id.to_string());
         std::fs::rename(&temp, &dir).map_err(io_error("renaming into place", &dir))?;
         sync_dir(&parent)?;
-
         let timeline = Arc::new(self.open_timeline(id, &dir)?);
         self.write_map()
             .entry(id.tenant_id)
             .or_default()
             .insert(id.timeline_id, timeline.clone());
         self.metrics.timelines.set(self.len() as i64);
-        tracing::info!(
-            tenant_id = %id.tenant_id, timeline_id = %id.timeline_id,
-            start_lsn = %meta.start_lsn, system_id = meta.system_id,
-            "timeline created"
-        );
-        (self.on_open)(&timeline);
-        Ok((timeline, Created::New))
+        Ok(timeline)
     }
 }
 
-impl Timelines {
-    /// Creates the timeline from object storage: `layers` (name, size) listed but not
-    /// on local disk, `last_record_lsn` at `lsn`. Durable and atomic as
-    /// [`Timelines::create_timeline`] (built in a temporary directory, renamed into
-    /// place). Blocking.
-    pub fn restore_timeline(
-        &self,
-        id: TenantTimelineId,
-        meta: TimelineMeta,
-        layers: &[(String, u64)],
-        lsn: Lsn,
-    ) -> Result<Arc<Timeline>, TimelinesError> {
-        let _creating = self
-            .creating
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        if let Ok(existing) = self.get(id) {
-            return Ok(existing);
+/// Every timeline in the data directory `data_dir` (before it is opened). Blocking.
+pub fn local_timelines(data_dir: &Path) -> Result<Vec<TenantTimelineId>, TimelinesError> {
+    let root = data_dir.join(TENANTS_DIR);
+    let mut ids = Vec::new();
+    for tenant_id in list_ids::<TenantId>(&root)? {
+        let dir = root.join(tenant_id.to_string()).join(TIMELINES_DIR);
+        for timeline_id in list_ids::<TimelineId>(&dir)? {
+            ids.push(TenantTimelineId {
+                tenant_id,
+                timeline_id,
+            });
         }
-        if self.len() >= MAX_TIMELINES {
-            return Err(TimelinesError::TooManyTimelines);
-        }
-        self.create_tenant(id.tenant_id)?;
-        let parent = self.tenant_dir(id.tenant_id).join(TIMELINES_DIR);
-        let temp = parent.join(format!(".{}{CREATING_SUFFIX}", id.timeline_id));
-        remove_dir_if_exists(&temp)?;
-        std::fs::create_dir(&temp).map_err(io_error("creating", &temp))?;
-        // Durable when it returns; closed before the rename.
-        LayerStore::create_from_layers(
-            &temp.join(LAYERS_DIR),
-            self.store_config(),
-            layers,
-            &encode_meta(lsn),
-        )
-        .map_err(|source| TimelinesError::Store { id, source })?;
-        write_durably(
-            &temp.join(TIMELINE_FILE),
-            &serde_json::to_vec_pretty(&TimelineFile::from_meta(&meta)).map_err(|e| {
-                TimelinesError::BadTimelineFile {
-                    path: temp.join(TIMELINE_FILE),
-                    reason: e.to_string(),
-                }
-            })?,
-        )?;
-        sync_dir(&temp)?;
-        let dir = parent.join(id.timeline_id.to_string());
-        std::fs::rename(&temp, &dir).map_err(io_error("renaming into place", &dir))?;
-        sync_dir(&parent)?;
-        let timeline = Arc::new(self.open_timeline(id, &dir)?);
-        self.write_map()
-            .entry(id.tenant_id)
-            .or_default()
-            .insert(id.timeline_id, timeline.clone());
-        self.metrics.timelines.set(self.len() as i64);
-        (self.on_open)(&timeline);
-        Ok(timeline)
     }
+    Ok(ids)
+}
+
+fn timeline_dir(data_dir: &Path, id: TenantTimelineId) -> PathBuf {
+    data_dir
+        .join(TENANTS_DIR)
+        .join(id.tenant_id.to_string())
+        .join(TIMELINES_DIR)
+        .join(id.timeline_id.to_string())
+}
+
+/// The `last_record_lsn` of a timeline of `data_dir` that is not open (its store is
+/// opened and closed). Blocking.
+pub fn local_last_record_lsn(
+    data_dir: &Path,
+    id: TenantTimelineId,
+    checkpoint_distance: u64,
+) -> Result<Lsn, TimelinesError> {
+    let config = StoreConfig {
+        freeze_bytes: checkpoint_distance,
+    };
+    let store = LayerStore::open(&timeline_dir(data_dir, id).join(LAYERS_DIR), config)
+        .map_err(|source| TimelinesError::Store { id, source })?;
+    let meta = store
+        .meta()
+        .map_err(|source| TimelinesError::Store { id, source })?
+        .ok_or(TimelinesError::Timeline {
+            id,
+            source: TimelineError::MissingMeta,
+        })?;
+    decode_meta(&meta).map_err(|source| TimelinesError::Timeline { id, source })
+}
+
+/// Takes a timeline of `data_dir` that is not open out of it: renamed to the name of
+/// an interrupted creation (durably), which the next open removes. Blocking.
+pub fn discard_timeline(data_dir: &Path, id: TenantTimelineId) -> Result<(), TimelinesError> {
+    let dir = timeline_dir(data_dir, id);
+    let parent = dir.parent().map(Path::to_path_buf).unwrap_or_default();
+    let discarded = parent.join(format!(".{}{CREATING_SUFFIX}", id.timeline_id));
+    remove_dir_if_exists(&discarded)?;
+    std::fs::rename(&dir, &discarded).map_err(io_error("discarding", &dir))?;
+    sync_dir(&parent)
 }
 
 /// Directory entries named by an id (others are ignored, with a warning).

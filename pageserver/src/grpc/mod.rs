@@ -94,6 +94,13 @@ fn timeline_info(timeline: &Timeline) -> pb::TimelineInfo {
     let id = timeline.id();
     let meta = timeline.meta();
     let state = timeline.ingest_state();
+    let remote = timeline.remote_status();
+    let (resident_layers, resident_layer_bytes) = timeline
+        .store()
+        .residency()
+        .iter()
+        .filter(|l| l.resident)
+        .fold((0, 0), |(n, bytes), l| (n + 1, bytes + l.info.size_bytes));
     pb::TimelineInfo {
         tenant_id: id.tenant_id.to_string(),
         timeline_id: id.timeline_id.to_string(),
@@ -108,6 +115,11 @@ fn timeline_info(timeline: &Timeline) -> pb::TimelineInfo {
             _ => String::new(),
         },
         state: state.to_string(),
+        generation: remote.generation,
+        resident_layers,
+        resident_layer_bytes,
+        remote_layers: remote.layers,
+        remote_layer_bytes: remote.layer_bytes,
     }
 }
 

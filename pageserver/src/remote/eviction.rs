@@ -1,6 +1,7 @@
 //! Local disk as a cache: when the layer files on local disk exceed the disk budget,
-//! the least recently read ones that object storage already holds are removed; a read
-//! that needs one downloads it again. A layer not yet uploaded is never evicted.
+//! the least recently read ones that an acknowledged index lists are removed; a read
+//! that needs one downloads it again. A layer not yet listed by an acknowledged index
+//! is never evicted (its object alone could be an orphan a restart does not know).
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -9,8 +10,8 @@ use strata_ids::TenantTimelineId;
 use tokio::sync::watch;
 
 use super::limits::EVICTION_INTERVAL;
-use super::RemoteLayers;
-use crate::metrics::RemoteMetrics;
+use super::metrics::RemoteMetrics;
+use super::{lock_layers, RemoteLayers};
 use crate::timeline::Timeline;
 
 /// The timelines the eviction task looks after.
@@ -30,9 +31,8 @@ pub async fn run(tiered: Tiered, budget: Option<u64>, mut shutdown: watch::Recei
             .values()
             .cloned()
             .collect();
-        let tiered = snapshot.clone();
         // Stat calls and file removals: off the async threads.
-        let pass = tokio::task::spawn_blocking(move || evict_over_budget(&tiered, budget)).await;
+        let pass = tokio::task::spawn_blocking(move || evict_over_budget(&snapshot, budget)).await;
         if let Err(error) = pass {
             tracing::error!(%error, "eviction pass failed");
         }
@@ -56,10 +56,7 @@ fn evict_over_budget(tiered: &[(Arc<Timeline>, RemoteLayers, RemoteMetrics)], bu
     }
     let mut candidates = Vec::new();
     for (i, (timeline, remote_layers, _)) in tiered.iter().enumerate() {
-        let uploaded = remote_layers
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .clone();
+        let uploaded = lock_layers(remote_layers).clone();
         for layer in timeline.store().residency() {
             if layer.resident && uploaded.contains_key(&layer.info.name) {
                 candidates.push((layer.last_read, i, layer.info));

@@ -90,12 +90,31 @@ impl IndexPart {
     }
 
     /// Parses and checks an index read from object storage: it must be ours (format,
-    /// ids, generation at most the one in its name) and coherent (layer names, sizes,
-    /// LSNs), or it is refused with the reason.
+    /// ids, the generation in its name) and coherent (layer names, sizes, LSNs), or it
+    /// is refused with the reason.
     pub fn decode(
         bytes: &[u8],
         id: TenantTimelineId,
         generation: Generation,
+    ) -> Result<IndexPart, IndexError> {
+        let index = IndexPart::decode_any_generation(bytes, id)?;
+        if index.generation != generation.0 {
+            return Err(IndexError {
+                id,
+                reason: format!(
+                    "generation {} inside an object named for {generation}",
+                    index.generation
+                ),
+            });
+        }
+        Ok(index)
+    }
+
+    /// [`IndexPart::decode`] of an index whose generation is not known from a name
+    /// (the local copy).
+    pub fn decode_any_generation(
+        bytes: &[u8],
+        id: TenantTimelineId,
     ) -> Result<IndexPart, IndexError> {
         let bad = |reason: String| IndexError { id, reason };
         let index: IndexPart =
@@ -114,11 +133,8 @@ impl IndexPart {
                 index.tenant_id, index.timeline_id
             )));
         }
-        if index.generation != generation.0 {
-            return Err(bad(format!(
-                "generation {} inside an object named for {generation}",
-                index.generation
-            )));
+        if index.generation == 0 {
+            return Err(bad("generation 0".into()));
         }
         if index.layers.len() > MAX_INDEX_LAYERS {
             return Err(bad(format!("{} layers", index.layers.len())));

@@ -1,31 +1,47 @@
-//! The uploader of one timeline: after layer work, every layer file not yet in object
-//! storage is uploaded under this attachment's generation, then the index listing all
-//! of them. The order is the invariant: an index is written only after the store
-//! acknowledged every layer it lists, and `remote_consistent_lsn` moves only after
-//! the store acknowledged that index.
+//! The uploader of one timeline: every layer file not yet in object storage is uploaded
+//! under this attachment's generation, then the index listing every layer of the
+//! timeline. The order is the invariant: an index is written only after the store
+//! acknowledged every layer it lists, and `remote_consistent_lsn` moves only after the
+//! store acknowledged that index (then the local copy of the index is replaced).
+//!
+//! **Which LSN an index covers.** `disk_consistent_lsn` is the highest LSN a listed
+//! layer holds. A freeze writes a snapshot of the open layer; commits are serialised
+//! (`Timeline::commit`), each stores its batch (every version in `(last_record_lsn,
+//! new]`) in one atomic write, and every record stores a version at its end LSN (its
+//! `LastRecord` key). So a freeze's snapshot holds whole commits up to some point, the
+//! newest version it holds is the end of a record, and every version at or below it is
+//! in that layer or an earlier one (a freeze skips only entries an earlier layer
+//! holds). It is at least the `last_record_lsn` read before the freeze (every commit
+//! up to that had returned, so its write is in the snapshot), and it needs no word
+//! from whoever froze (the layer task, or a commit freezing the open layer itself).
+//! Ingest of a timeline restored from the index resumes there.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::Instant;
 
 use bytes::Bytes;
+use layer_store::LayerInfo;
 use postgres_wal::Lsn;
 use remote_storage::layout::{self, Generation};
+use remote_storage::ObjectMeta;
 use tokio::sync::watch;
 use tracing::Instrument;
 
+use super::failpoint::{self, AFTER_LAYER_UPLOAD, BEFORE_INDEX_UPLOAD, DURING_INDEX_UPLOAD};
 use super::index::{IndexLayer, IndexPart};
 use super::limits::{UPLOAD_BACKOFF_MAX, UPLOAD_BACKOFF_MIN, UPLOAD_INTERVAL};
-use super::{failpoint, Remote, RemoteLayers};
+use super::metrics::RemoteMetrics;
+use super::{lock_layers, read_local_index, write_local_index, Remote, RemoteLayers};
 use crate::logging::timeline_span;
-use crate::metrics::RemoteMetrics;
 use crate::timeline::Timeline;
 
 /// What the store holds of the timeline, as this uploader knows it.
 struct Uploaded {
-    /// Layer name → (size, generation of its object).
+    generation: Generation,
+    /// Layer name → (size, generation of its object): layers acknowledged by the store.
     layers: BTreeMap<String, (u64, Generation)>,
-    /// The LSN the last acknowledged index covers.
+    /// The LSN our own last acknowledged index covers.
     index_lsn: Option<Lsn>,
 }
 
@@ -41,15 +57,14 @@ pub async fn run(
     async move {
         timeline.set_tiered();
         let mut backoff = UPLOAD_BACKOFF_MIN;
-        let mut state: Option<(Generation, Uploaded)> = None;
+        let mut state: Option<Uploaded> = None;
         loop {
             let step = match &mut state {
-                None => start(&timeline, &remote, &remote_layers).await.map(|s| {
-                    state = Some(s);
-                }),
-                Some((generation, uploaded)) => {
-                    upload_new(&timeline, &remote, *generation, uploaded, &remote_layers, &metrics)
-                        .await
+                None => start(&timeline, &remote, &metrics)
+                    .await
+                    .map(|s| state = Some(s)),
+                Some(uploaded) => {
+                    upload_new(&timeline, &remote, uploaded, &remote_layers, &metrics).await
                 }
             };
             let wait = match step {
@@ -75,75 +90,117 @@ pub async fn run(
     .await
 }
 
-/// Claims the generation and learns what the store already holds: the newest index at
-/// or below our generation (our own, after a restart; an older attachment's, after a
-/// move).
+/// Claims the generation and learns what the store already holds of the local layers:
+/// those the local copy of the last index lists, still in the store under the same
+/// size. Removes our own generation's orphans.
 async fn start(
     timeline: &Timeline,
     remote: &Remote,
-    remote_layers: &RemoteLayers,
-) -> anyhow::Result<(Generation, Uploaded)> {
+    metrics: &RemoteMetrics,
+) -> anyhow::Result<Uploaded> {
     let id = timeline.id();
     let generation = remote.generation(id.tenant_id).await?;
-    let index = remote.latest_index(id, generation).await?;
+    metrics.generation.set(i64::from(generation.0));
+    timeline.update_remote_status(|s| s.generation = generation.0);
+    let objects = remote.storage().list(&layout::timeline_prefix(id)).await?;
+    let sizes: HashMap<(&str, Generation), u64> = objects
+        .iter()
+        .filter_map(|o| {
+            let (layer, g) = layout::parse_layer_object(o.path.file_name())?;
+            Some(((layer, g), o.size))
+        })
+        .collect();
+    let local: HashMap<String, u64> = timeline
+        .store()
+        .layers()
+        .into_iter()
+        .map(|l| (l.name, l.size_bytes))
+        .collect();
     let mut uploaded = Uploaded {
+        generation,
         layers: BTreeMap::new(),
         index_lsn: None,
     };
-    if let Some(index) = index {
-        for layer in &index.layers {
-            uploaded.layers.insert(
-                layer.name.clone(),
-                (layer.size, Generation(layer.generation)),
-            );
+    let dir = timeline.dir().to_owned();
+    let copy = tokio::task::spawn_blocking(move || read_local_index(id, &dir)).await??;
+    if let Some(copy) = &copy {
+        let mut complete = true;
+        for layer in &copy.layers {
+            let g = Generation(layer.generation);
+            let in_store = sizes.get(&(layer.name.as_str(), g)) == Some(&layer.size);
+            if in_store && local.get(&layer.name) == Some(&layer.size) {
+                uploaded.layers.insert(layer.name.clone(), (layer.size, g));
+            } else {
+                complete = false;
+                tracing::warn!(layer = %layer.name, generation = %g, in_store,
+                    "a layer of the last index is missing from the store or from local disk; \
+                     local layers are uploaded again under this generation");
+            }
         }
-        // The index of another generation is not ours to extend in place: ours is
-        // written at the next upload even if no layer is new.
-        if index.generation == generation.0 {
-            uploaded.index_lsn = Some(Lsn(index.disk_consistent_lsn));
-            timeline.set_remote_consistent_lsn(Lsn(index.disk_consistent_lsn));
-        }
-    }
-    // A local layer file that differs from the uploaded one of its name would be a
-    // different history: refuse to go on rather than mix them.
-    for local in timeline.store().layers() {
-        if let Some((size, _)) = uploaded.layers.get(&local.name) {
-            anyhow::ensure!(
-                *size == local.size_bytes,
-                "local layer {} has {} bytes, the uploaded one {size}",
-                local.name,
-                local.size_bytes
-            );
+        if complete {
+            timeline.set_remote_consistent_lsn(Lsn(copy.disk_consistent_lsn));
+            if copy.generation == generation.0 {
+                uploaded.index_lsn = Some(Lsn(copy.disk_consistent_lsn));
+            }
         }
     }
-    remote_layers
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner)
-        .extend(uploaded.layers.iter().map(|(n, (_, g))| (n.clone(), *g)));
+    remove_own_orphans(remote, timeline, generation, &objects, &uploaded).await?;
     tracing::info!(%generation, uploaded_layers = uploaded.layers.len(), "uploader started");
-    Ok((generation, uploaded))
+    Ok(uploaded)
+}
+
+/// Deletes layer objects of our own generation that no index references: leftovers of
+/// our uploads that a crash cut off before their index (with an assigned generation,
+/// the same number survives restarts). An index lists no object newer than itself, so
+/// only indexes of our generation or later can reference them. Objects of any other
+/// generation are not ours to delete, referenced or not.
+async fn remove_own_orphans(
+    remote: &Remote,
+    timeline: &Timeline,
+    generation: Generation,
+    objects: &[ObjectMeta],
+    uploaded: &Uploaded,
+) -> anyhow::Result<()> {
+    let id = timeline.id();
+    let referenced = remote.references_from(id, objects, generation).await?;
+    for object in objects {
+        let Some((layer, g)) = layout::parse_layer_object(object.path.file_name()) else {
+            continue;
+        };
+        if g != generation
+            || layer_store::parse_layer_name(layer).is_none()
+            || referenced.contains(&(layer.to_string(), g))
+            || uploaded.layers.get(layer).is_some_and(|(_, ug)| *ug == g)
+        {
+            continue;
+        }
+        remote.storage().delete(&object.path).await?;
+        tracing::info!(object = %object.path, "deleted a layer object of this generation no index references");
+    }
+    Ok(())
 }
 
 async fn upload_new(
     timeline: &Timeline,
     remote: &Remote,
-    generation: Generation,
     uploaded: &mut Uploaded,
     remote_layers: &RemoteLayers,
     metrics: &RemoteMetrics,
 ) -> anyhow::Result<()> {
     let id = timeline.id();
     let store = timeline.store();
-    let new: Vec<_> = store
-        .layers()
-        .into_iter()
+    let generation = uploaded.generation;
+    let local = store.layers();
+    let new: Vec<&LayerInfo> = local
+        .iter()
         .filter(|l| !uploaded.layers.contains_key(&l.name))
         .collect();
-    metrics.upload_queue_layers.set(new.len() as i64);
+    set_queue(timeline, metrics, new.len());
     if new.is_empty() && uploaded.index_lsn.is_some() {
         return Ok(());
     }
-    for layer in new.iter().rev() {
+    // Oldest first (the store lists newest first).
+    for (i, layer) in new.iter().rev().enumerate() {
         let started = Instant::now();
         let path = layout::layer_path(id, &layer.name, generation);
         let size = remote
@@ -159,44 +216,34 @@ async fn upload_new(
         uploaded
             .layers
             .insert(layer.name.clone(), (size, generation));
-        remote_layers
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .insert(layer.name.clone(), generation);
         metrics.layers_uploaded.inc();
         metrics
             .upload_seconds
             .observe(started.elapsed().as_secs_f64());
+        set_queue(timeline, metrics, new.len() - i - 1);
         tracing::info!(layer = %layer.name, bytes = size, "layer uploaded");
-        failpoint("after-layer-upload");
+        failpoint::check(AFTER_LAYER_UPLOAD);
     }
-    if uploaded.layers.is_empty() {
+    // Only layers of the local store: the index describes this pageserver's history.
+    let listed: Vec<IndexLayer> = local
+        .iter()
+        .filter_map(|l| {
+            let (size, g) = uploaded.layers.get(&l.name)?;
+            Some(IndexLayer {
+                name: l.name.clone(),
+                size: *size,
+                generation: g.0,
+            })
+        })
+        .collect();
+    let Some(disk_consistent_lsn) = local.iter().map(|l| Lsn(l.lsn_end)).max() else {
         return Ok(());
-    }
-    // Every version up to the end of the last record any listed layer holds is in the
-    // listed layers (layers hold whole commits, and every record stores a version at
-    // its end LSN).
-    let disk_consistent_lsn = uploaded
-        .layers
-        .keys()
-        .filter_map(|name| layer_store::parse_layer_name(name))
-        .map(|l| Lsn(l.lsn_end))
-        .max()
-        .unwrap_or(timeline.meta().start_lsn);
+    };
     if uploaded.index_lsn == Some(disk_consistent_lsn) && new.is_empty() {
         return Ok(());
     }
-    let layers = uploaded
-        .layers
-        .iter()
-        .map(|(name, (size, g))| IndexLayer {
-            name: name.clone(),
-            size: *size,
-            generation: g.0,
-        })
-        .collect();
-    let index = IndexPart::new(id, generation, timeline.meta(), disk_consistent_lsn, layers);
-    failpoint("before-index-upload");
+    let index = IndexPart::new(id, generation, timeline.meta(), disk_consistent_lsn, listed);
+    failpoint::check(BEFORE_INDEX_UPLOAD);
     remote
         .storage()
         .put(
@@ -204,18 +251,47 @@ async fn upload_new(
             Bytes::from(index.encode()),
         )
         .await?;
+    failpoint::check(DURING_INDEX_UPLOAD);
+    acknowledged(timeline, &index, remote_layers, metrics).await?;
     uploaded.index_lsn = Some(disk_consistent_lsn);
-    timeline.set_remote_consistent_lsn(disk_consistent_lsn);
-    metrics.set_remote_layers(
-        &uploaded
-            .layers
-            .values()
-            .map(|(s, _)| *s)
-            .collect::<Vec<_>>(),
-    );
     tracing::info!(
         %generation, remote_consistent_lsn = %disk_consistent_lsn,
-        layers = uploaded.layers.len(), "index uploaded"
+        layers = index.layers.len(), "index uploaded"
     );
     Ok(())
+}
+
+/// The store acknowledged `index`: the local copy records it (durably, before anything
+/// relies on it), then its layers become evictable and `remote_consistent_lsn` moves.
+async fn acknowledged(
+    timeline: &Timeline,
+    index: &IndexPart,
+    remote_layers: &RemoteLayers,
+    metrics: &RemoteMetrics,
+) -> anyhow::Result<()> {
+    let dir = timeline.dir().to_owned();
+    let copy = index.clone();
+    tokio::task::spawn_blocking(move || write_local_index(&dir, &copy)).await??;
+    lock_layers(remote_layers).extend(
+        index
+            .layers
+            .iter()
+            .map(|l| (l.name.clone(), Generation(l.generation))),
+    );
+    let files = index.layers.len() as u64;
+    let bytes = index.layers.iter().map(|l| l.size).sum();
+    metrics.set_remote_layers(files, bytes);
+    timeline.update_remote_status(|s| {
+        s.layers = files;
+        s.layer_bytes = bytes;
+    });
+    timeline.set_remote_consistent_lsn(Lsn(index.disk_consistent_lsn));
+    Ok(())
+}
+
+fn set_queue(timeline: &Timeline, metrics: &RemoteMetrics, layers: usize) {
+    metrics
+        .upload_queue_layers
+        .set(i64::try_from(layers).unwrap_or(i64::MAX));
+    timeline.update_remote_status(|s| s.upload_queue_layers = layers as u64);
 }

@@ -293,7 +293,10 @@ impl Config {
             if !seen.insert(peer.id) {
                 return invalid(format!("peers: id {} is listed twice", peer.id));
             }
-            let port = peer.grpc.rsplit_once(':').map(|(_, port)| port.parse::<u16>());
+            let port = peer
+                .grpc
+                .rsplit_once(':')
+                .map(|(_, port)| port.parse::<u16>());
             if !matches!(port, Some(Ok(port)) if port != 0) {
                 return invalid(format!(
                     "peers: peer {}: {:?} is not HOST:PORT",
@@ -313,7 +316,8 @@ impl Config {
         };
         let mut config = RemoteStorageConfig::parse_url(url)?;
         if let RemoteStorageConfig::S3(s3) = &mut config {
-            s3.access_key_id.clone_from(&self.object_store_access_key_id);
+            s3.access_key_id
+                .clone_from(&self.object_store_access_key_id);
             s3.secret_access_key = self
                 .object_store_secret_access_key
                 .as_ref()
@@ -509,8 +513,14 @@ mod tests {
     fn unusable_offload_settings_are_errors() {
         let flags = Overrides::default();
         for (text, expected) in [
-            ("object_store = \"gs://x\"", "object_store: invalid object store URL"),
-            ("object_store_access_key_id = \"a\"", "need an s3:// object_store"),
+            (
+                "object_store = \"gs://x\"",
+                "object_store: invalid object store URL",
+            ),
+            (
+                "object_store_access_key_id = \"a\"",
+                "need an s3:// object_store",
+            ),
             (
                 "object_store = \"s3://bkt\"\nobject_store_access_key_id = \"a\"",
                 "together or not at all",

@@ -68,8 +68,10 @@ pub enum DaemonError {
     },
     #[error(transparent)]
     Metrics(#[from] MetricsError),
+    /// Not a `#[source]`: the message already ends with it, and a one-line error
+    /// printed with its chain would say it twice.
     #[error("connecting to object storage: {0}")]
-    ObjectStore(#[from] remote_storage::RemoteError),
+    ObjectStore(remote_storage::RemoteError),
     #[error(transparent)]
     Peer(#[from] PeerAddressError),
     #[error("opening timelines: {0}")]
@@ -178,13 +180,18 @@ async fn connect_offload(
     config: &Config,
     metrics: &Metrics,
 ) -> Result<Option<Arc<Offload>>, DaemonError> {
-    let Some(store_config) = config.object_store_config()? else {
+    let Some(store_config) = config
+        .object_store_config()
+        .map_err(DaemonError::ObjectStore)?
+    else {
         if !config.peers.is_empty() {
             tracing::info!("peers are configured but no object store: WAL is not offloaded");
         }
         return Ok(None);
     };
-    let store = remote_storage::connect(&store_config).await?;
+    let store = remote_storage::connect(&store_config)
+        .await
+        .map_err(DaemonError::ObjectStore)?;
     let store = remote_storage::MeteredStorage::new(store, metrics.registry(), "safekeeper")
         .map_err(MetricsError::from)?;
     let offload_metrics = OffloadMetrics::new(metrics.registry()).map_err(MetricsError::from)?;

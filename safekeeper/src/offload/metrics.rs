@@ -2,18 +2,19 @@
 //! [`crate::metrics`] (`safekeeper_wal_offload_*`). Per-timeline series carry
 //! `tenant_id` and `timeline_id` and disappear when the timeline is deleted.
 
+use postgres_wal::Lsn;
 use prometheus::{
     Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
 };
-use postgres_wal::Lsn;
 use strata_ids::TenantTimelineId;
 
 const TIMELINE_LABELS: [&str; 2] = ["tenant_id", "timeline_id"];
 
 /// Upload latency buckets, in seconds: a 16 MiB segment takes milliseconds to a local
 /// directory, about a second to S3, and a minute when the store is struggling.
-const UPLOAD_SECONDS_BUCKETS: [f64; 11] =
-    [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0, 60.0];
+const UPLOAD_SECONDS_BUCKETS: [f64; 11] = [
+    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0, 60.0,
+];
 
 #[derive(Clone, Debug)]
 pub struct OffloadMetrics {
@@ -183,6 +184,8 @@ mod tests {
         }
         assert!(text.contains("} 50331648"), "{text}");
         metrics.remove_timeline(id);
-        assert!(!strata_http::encode(&registry).unwrap().contains("tenant_id"));
+        assert!(!strata_http::encode(&registry)
+            .unwrap()
+            .contains("tenant_id"));
     }
 }

@@ -52,8 +52,8 @@ use crate::storage::segments::segment_file_name;
 use crate::storage::{removal_horizon, OffloadHorizon, RemovalHorizonInputs};
 use crate::timeline::{Timeline, TimelineStatus};
 use limits::{
-    CHECK_INTERVAL, LIST_INTERVAL, MAX_SEGMENTS_PER_CHECK, RETRY_FIRST_BACKOFF,
-    RETRY_MAX_BACKOFF, UPLOADER_CONFIRMATIONS,
+    CHECK_INTERVAL, LIST_INTERVAL, MAX_SEGMENTS_PER_CHECK, RETRY_FIRST_BACKOFF, RETRY_MAX_BACKOFF,
+    UPLOADER_CONFIRMATIONS,
 };
 use metrics::{OffloadMetrics, TimelineOffloadMetrics};
 use peers::Peers;
@@ -201,15 +201,26 @@ impl Offloader {
         };
         let uploader = choose_uploader(own, &peers, self.segment_size);
         self.set_uploader(uploader == Some(own.id));
+        let offloaded = self.list_and_upload(&status).await;
+        // Even when object storage failed: what it already holds may go locally.
+        let removed = self.remove(&status).await;
+        offloaded.and(removed)
+    }
+
+    async fn list_and_upload(&mut self, status: &TimelineStatus) -> Result<(), CheckError> {
         let uploading = self.uploader_streak >= UPLOADER_CONFIRMATIONS;
         let starting = self.uploader_streak == UPLOADER_CONFIRMATIONS;
-        if starting || self.listed_at.is_none_or(|at| at.elapsed() >= LIST_INTERVAL) {
+        if starting
+            || self
+                .listed_at
+                .is_none_or(|at| at.elapsed() >= LIST_INTERVAL)
+        {
             self.list().await?;
         }
         if uploading {
-            self.upload(&status).await?;
+            self.upload(status).await?;
         }
-        self.remove(&status).await
+        Ok(())
     }
 
     fn set_uploader(&mut self, uploader: bool) {

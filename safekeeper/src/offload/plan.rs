@@ -175,11 +175,17 @@ mod tests {
         let behind = [peer(1, 4 * MIB - 8, 4 * MIB - 8), peer(3, 5 * MIB, 5 * MIB)];
         assert_eq!(choose(own(2, 5 * MIB, 5 * MIB), &behind), Some(NodeId(2)));
         // ...and neither is this one when a peer knows a later commit LSN.
-        assert_eq!(choose(own(1, 4 * MIB - 8, 4 * MIB - 8), &behind[1..]), Some(NodeId(3)));
+        assert_eq!(
+            choose(own(1, 4 * MIB - 8, 4 * MIB - 8), &behind[1..]),
+            Some(NodeId(3))
+        );
         // Behind by bytes within the commit LSN's segment is caught up: it holds every
         // finished segment.
         let close = [peer(1, 5 * MIB + 100, 5 * MIB + 100)];
-        assert_eq!(choose(own(2, 5 * MIB + 900, 5 * MIB + 900), &close), Some(NodeId(1)));
+        assert_eq!(
+            choose(own(2, 5 * MIB + 900, 5 * MIB + 900), &close),
+            Some(NodeId(1))
+        );
         // A failed peer is not a candidate.
         let failed = [PeerView {
             failed: true,
@@ -195,7 +201,9 @@ mod tests {
         uploaded.insert(5);
         assert_eq!(uploaded.uploaded_lsn(size()), Lsn::INVALID);
         assert_eq!(
-            uploaded.missing_below(Lsn(7 * MIB + 5), size()).collect::<Vec<_>>(),
+            uploaded
+                .missing_below(Lsn(7 * MIB + 5), size())
+                .collect::<Vec<_>>(),
             [3, 4, 6]
         );
         uploaded.insert(3);
@@ -223,6 +231,9 @@ mod tests {
             object("000000010000000000000007.tmp", MIB),
             object("000000010000000000000008", MIB),
         ];
-        assert_eq!(listed_segments(&objects, size()).collect::<Vec<_>>(), [3, 8]);
+        assert_eq!(
+            listed_segments(&objects, size()).collect::<Vec<_>>(),
+            [3, 8]
+        );
     }
 }

@@ -354,10 +354,7 @@ impl WalStore {
     /// Remove the segments wholly below the segment holding `horizon` (clamped to the
     /// flush LSN); returns the names removed. `&self`: it changes no state of the store,
     /// only files below every position the store writes, truncates or scans at.
-    pub(crate) fn remove_segments_below(
-        &self,
-        horizon: Lsn,
-    ) -> Result<Vec<String>, StorageError> {
+    pub(crate) fn remove_segments_below(&self, horizon: Lsn) -> Result<Vec<String>, StorageError> {
         let keep_from = horizon.min(self.flush_lsn).segment_number(self.size);
         let listing = segments::list(&self.dir, self.size)?;
         let names: Vec<String> = listing

@@ -122,8 +122,13 @@ fn daemon_running(daemon: &Daemon) -> bool {
     daemon.http_get("/health").0 == 200
 }
 
+/// One cluster at a time: two computes and six safekeepers at once would make each
+/// slower for no gain on a two-core machine.
+static ONE_CLUSTER: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 #[tokio::test(flavor = "multi_thread")]
 async fn one_safekeeper_of_three_uploads_and_another_takes_over_when_it_stops() {
+    let _one = ONE_CLUSTER.lock().await;
     let mut cluster = Cluster::start(80);
     let compute = Compute::start(cluster.dir.path(), cluster.id, &cluster.nodes);
     compute.psql("CREATE TABLE t (id int, v text)");
@@ -218,6 +223,7 @@ async fn one_safekeeper_of_three_uploads_and_another_takes_over_when_it_stops() 
 
 #[tokio::test(flavor = "multi_thread")]
 async fn an_object_store_outage_keeps_wal_local_until_uploads_catch_up() {
+    let _one = ONE_CLUSTER.lock().await;
     let mut cluster = Cluster::start(81);
     let compute = Compute::start(cluster.dir.path(), cluster.id, &cluster.nodes);
     compute.psql("CREATE TABLE t (id int, v text)");

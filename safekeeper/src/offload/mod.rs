@@ -50,7 +50,7 @@ use tracing::Instrument;
 use crate::logging::timeline_span;
 use crate::storage::segments::segment_file_name;
 use crate::storage::{removal_horizon, OffloadHorizon, RemovalHorizonInputs};
-use crate::timeline::{Timeline, TimelineStatus};
+use crate::timeline::{RemoveWalError, Timeline, TimelineStatus};
 use limits::{
     CHECK_INTERVAL, LIST_INTERVAL, MAX_SEGMENTS_PER_CHECK, RETRY_FIRST_BACKOFF, RETRY_MAX_BACKOFF,
     UPLOADER_CONFIRMATIONS,
@@ -223,22 +223,24 @@ impl Offloader {
         Ok(())
     }
 
-    fn set_uploader(&mut self, uploader: bool) {
-        let was = self.uploader_streak > 0;
-        self.uploader_streak = if uploader {
+    /// Count the checks in a row that chose this safekeeper; it uploads from the
+    /// [`UPLOADER_CONFIRMATIONS`]-th on.
+    fn set_uploader(&mut self, chosen: bool) {
+        let was_uploading = self.uploader_streak >= UPLOADER_CONFIRMATIONS;
+        self.uploader_streak = if chosen {
             self.uploader_streak.saturating_add(1)
         } else {
             0
         };
-        if uploader != was {
+        let uploading = self.uploader_streak >= UPLOADER_CONFIRMATIONS;
+        if uploading != was_uploading {
             tracing::info!(
-                uploader,
+                uploading,
                 "{} uploading this timeline's WAL",
-                if uploader { "now" } else { "no longer" }
+                if uploading { "now" } else { "no longer" }
             );
         }
-        self.metrics
-            .set_uploader(self.uploader_streak >= UPLOADER_CONFIRMATIONS);
+        self.metrics.set_uploader(uploading);
     }
 
     /// Learn which segments object storage holds.
@@ -319,11 +321,14 @@ impl Offloader {
         if horizon_segment <= self.removed_below_segment {
             return Ok(());
         }
-        let removed = self
-            .timeline
-            .remove_wal_below(horizon)
-            .await
-            .map_err(|reason| CheckError::Remove { horizon, reason })?;
+        let removed = match self.timeline.remove_wal_below(horizon).await {
+            Ok(removed) => removed,
+            // Stopping (shutdown, deletion): this task ends with the timeline.
+            Err(RemoveWalError::Stopped(_)) => return Ok(()),
+            Err(RemoveWalError::Failed(reason)) => {
+                return Err(CheckError::Remove { horizon, reason })
+            }
+        };
         if !removed.is_empty() {
             tracing::info!(
                 %horizon,

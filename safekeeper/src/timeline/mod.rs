@@ -142,6 +142,15 @@ enum Command {
     Stop,
 }
 
+/// Why [`Timeline::remove_wal_below`] removed nothing.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum RemoveWalError {
+    #[error(transparent)]
+    Stopped(TimelineStopped),
+    #[error("{0}")]
+    Failed(String),
+}
+
 /// Why a message did not reach the actor.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 #[error("timeline stopped (deleted, or the safekeeper is shutting down)")]
@@ -304,16 +313,16 @@ impl Timeline {
 
     /// Remove local segments wholly below `horizon`, on the actor's thread (between
     /// two of its messages, so never during a write). The names removed.
-    pub async fn remove_wal_below(&self, horizon: Lsn) -> Result<Vec<String>, String> {
+    pub async fn remove_wal_below(&self, horizon: Lsn) -> Result<Vec<String>, RemoveWalError> {
         let (done, result) = oneshot::channel();
         self.inbox
             .send(Command::RemoveWal { horizon, done })
             .await
-            .map_err(|_| TimelineStopped.to_string())?;
-        result
-            .await
-            .map_err(|_| TimelineStopped.to_string())
-            .and_then(|removed| removed)
+            .map_err(|_| RemoveWalError::Stopped(TimelineStopped))?;
+        match result.await {
+            Ok(removed) => removed.map_err(RemoveWalError::Failed),
+            Err(_) => Err(RemoveWalError::Stopped(TimelineStopped)),
+        }
     }
 
     /// A new proposer stream to this timeline, and where its replies arrive.

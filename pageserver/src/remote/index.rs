@@ -29,7 +29,17 @@ pub struct IndexPart {
     pub generation: u32,
     pub disk_consistent_lsn: u64,
     pub timeline: IndexTimeline,
+    /// The timeline this one branches from; always null until branches exist (an index
+    /// naming one is refused rather than read without it).
+    pub ancestor: Option<IndexAncestor>,
     pub layers: Vec<IndexLayer>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IndexAncestor {
+    pub timeline_id: String,
+    pub lsn: u64,
 }
 
 /// The timeline's creation parameters (`timeline.json`).
@@ -80,6 +90,7 @@ impl IndexPart {
                 start_lsn: meta.start_lsn.0,
                 data_checksums: meta.data_checksums,
             },
+            ancestor: None,
             layers,
         }
     }
@@ -135,6 +146,11 @@ impl IndexPart {
         }
         if index.generation == 0 {
             return Err(bad("generation 0".into()));
+        }
+        if let Some(ancestor) = &index.ancestor {
+            return Err(bad(format!(
+                "it branches from {ancestor:?}; this pageserver has no branches"
+            )));
         }
         if index.layers.len() > MAX_INDEX_LAYERS {
             return Err(bad(format!("{} layers", index.layers.len())));
@@ -223,6 +239,12 @@ mod tests {
         let mut newer_layer = index.clone();
         newer_layer.layers[0].generation = 4;
         assert!(IndexPart::decode(&newer_layer.encode(), id(), Generation(3)).is_err());
+        let mut branch = index.clone();
+        branch.ancestor = Some(IndexAncestor {
+            timeline_id: TimelineId(1).to_string(),
+            lsn: 0x0100_0028,
+        });
+        assert!(IndexPart::decode(&branch.encode(), id(), Generation(3)).is_err());
         let mut bad_name = index.clone();
         bad_name.layers[0].name = "layer".into();
         assert!(IndexPart::decode(&bad_name.encode(), id(), Generation(3)).is_err());

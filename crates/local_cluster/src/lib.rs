@@ -345,7 +345,7 @@ impl LocalCluster {
                 Some(pid) => actions.push((node.config.id, Action::AlreadyRunning { pid })),
                 None => {
                     progress(&format!("starting {}", node.name()));
-                    let child = node.spawn(&binaries.safekeeper)?;
+                    let child = node.spawn(&binaries.safekeeper, &self.config)?;
                     starting.push((node, child));
                 }
             }

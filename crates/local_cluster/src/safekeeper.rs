@@ -84,7 +84,15 @@ impl SafekeeperNode {
 
     /// Spawns the daemon on the cluster's fixed ports and records its pid; the caller
     /// waits for it with [`SafekeeperNode::wait_ready`].
-    pub fn spawn(&self, binary: &Path) -> Result<Child> {
+    /// Spawns the daemon with the cluster's object store (WAL offload) and the other
+    /// safekeepers as its peers (one of them offloads each timeline).
+    pub fn spawn(&self, binary: &Path, cluster: &crate::config::ClusterConfig) -> Result<Child> {
+        let peers: Vec<String> = cluster
+            .safekeepers
+            .iter()
+            .filter(|sk| sk.id != self.config.id)
+            .map(|sk| format!("{}={}", sk.id, self.addr(sk.grpc_port)))
+            .collect();
         std::fs::create_dir_all(&self.data_dir)
             .map_err(io_err(format!("creating {}", self.data_dir.display())))?;
         let mut command = Command::new(binary);
@@ -100,7 +108,12 @@ impl SafekeeperNode {
             .arg("--listen-http")
             .arg(self.addr(self.config.http_port).to_string())
             .args(["--log-format", "text"])
+            .arg("--object-store")
+            .arg(&cluster.object_store)
             .current_dir(&self.data_dir);
+        if !peers.is_empty() {
+            command.arg("--peers").arg(peers.join(","));
+        }
         let child = process::spawn_detached(command, &self.log())?;
         process::write_pid_file(&self.pid_file(), child.id())?;
         Ok(child)

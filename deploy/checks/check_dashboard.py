@@ -10,7 +10,7 @@ import sys
 # PromQL words that look like metric names but are functions, keywords or labels.
 NOT_METRICS = {
     "sum", "rate", "increase", "histogram_quantile", "by", "le", "instance", "rmgr",
-    "without", "avg", "max", "min",
+    "without", "avg", "max", "min", "operation",
 }
 HISTOGRAM_SUFFIXES = ("_bucket", "_sum", "_count")
 

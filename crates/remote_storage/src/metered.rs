@@ -19,6 +19,18 @@ const SECONDS_BUCKETS: [f64; 12] = [
     0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0, 5.0, 30.0,
 ];
 
+/// The `operation` label's values: one per trait method.
+const OPERATIONS: [&str; 8] = [
+    "put",
+    "put_file",
+    "put_if_absent",
+    "get",
+    "get_range",
+    "download",
+    "list",
+    "delete",
+];
+
 #[derive(Debug)]
 pub struct MeteredStorage {
     inner: Arc<dyn RemoteStorage>,
@@ -69,6 +81,13 @@ impl MeteredStorage {
         registry.register(Box::new(seconds.clone()))?;
         registry.register(Box::new(bytes_uploaded.clone()))?;
         registry.register(Box::new(bytes_downloaded.clone()))?;
+        // Every series exists from the start (at 0), so that rates and alerts on them
+        // work before the first failure.
+        for operation in OPERATIONS {
+            requests.with_label_values(&[operation]);
+            errors.with_label_values(&[operation]);
+            seconds.with_label_values(&[operation]);
+        }
         Ok(MeteredStorage {
             inner,
             requests,
@@ -211,6 +230,7 @@ mod tests {
             assert!(text.contains(line), "{line} missing from\n{text}");
         }
         // The not-found get is not an error of the store.
-        assert!(!text.contains("test_object_storage_errors_total{operation=\"get\"}"));
+        assert!(text.contains("test_object_storage_errors_total{operation=\"get\"} 0"));
+        assert!(text.contains("test_object_storage_requests_total{operation=\"delete\"} 0"));
     }
 }

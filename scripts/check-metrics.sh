@@ -2,7 +2,8 @@
 # Lints every daemon's /metrics with `promtool check metrics` (Prometheus naming and
 # exposition rules), scraped from a running local cluster after a small workload, and
 # checks that every metric deploy/grafana/strata.json queries is exported by some
-# daemon, so the dashboard cannot drift from the code.
+# daemon, and that docs/metrics.md lists exactly the exported metrics with their types
+# and labels, so neither the dashboard nor the reference can drift from the code.
 #
 # Expects the debug binaries built (scripts/test.sh's build step); installs promtool
 # (Debian's prometheus package) when it is missing. Exits non-zero on any finding.
@@ -59,7 +60,8 @@ failed=0
 while read -r name port; do
   curl -fsS "http://127.0.0.1:$port/metrics" >"$work/$name.prom"
   cat "$work/$name.prom" >>"$work/all.prom"
-  if out=$(promtool check metrics <"$work/$name.prom" 2>&1); then
+  # A finding is printed (and usually makes the exit status non-zero): either fails.
+  if out=$(promtool check metrics <"$work/$name.prom" 2>&1) && [ -z "$out" ]; then
     echo "ok    promtool check metrics: $name ($(grep -vc '^#' "$work/$name.prom") samples)"
   else
     echo "FAIL  promtool check metrics: $name"
@@ -72,6 +74,14 @@ if out=$(python3 deploy/checks/check_dashboard.py deploy/grafana/strata.json "$w
   echo "ok    dashboard: $out"
 else
   echo "FAIL  dashboard"
+  echo "$out"
+  failed=1
+fi
+
+if out=$(python3 deploy/checks/check_metrics_doc.py docs/metrics.md "$work/all.prom" 2>&1); then
+  echo "ok    docs/metrics.md: $out"
+else
+  echo "FAIL  docs/metrics.md does not match the exported metrics"
   echo "$out"
   failed=1
 fi

@@ -7,10 +7,13 @@ import json
 import re
 import sys
 
-# PromQL words that look like metric names but are functions, keywords or labels.
-NOT_METRICS = {
-    "sum", "rate", "increase", "histogram_quantile", "by", "le", "instance", "rmgr",
-    "without", "avg", "max", "min", "operation",
+# Label lists of aggregations and vector matching: their words are labels.
+LABEL_LISTS = re.compile(r"\b(?:by|without|on|ignoring|group_left|group_right)\s*\([^)]*\)")
+# A word followed by "(" is a function or an aggregation, not a metric.
+CALLS = re.compile(r"\b[a-zA-Z_]+\s*\(")
+KEYWORDS = {
+    "by", "without", "on", "ignoring", "group_left", "group_right", "bool", "offset",
+    "and", "or", "unless",
 }
 HISTOGRAM_SUFFIXES = ("_bucket", "_sum", "_count")
 
@@ -32,8 +35,9 @@ def queried(dashboard_path):
     for panel in dashboard["panels"]:
         for target in panel.get("targets", []):
             expr = re.sub(r"\{[^}]*\}|\[[^\]]*\]|\"[^\"]*\"", "", target["expr"])
+            expr = CALLS.sub("(", LABEL_LISTS.sub("", expr))
             for word in re.findall(r"[a-zA-Z_:][a-zA-Z0-9_:]*", expr):
-                if word not in NOT_METRICS:
+                if word not in KEYWORDS:
                     names.add(word)
     return names
 

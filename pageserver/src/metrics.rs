@@ -1,7 +1,9 @@
 //! Prometheus metrics of the daemon, served on HTTP `/metrics`.
 //!
 //! Names follow Prometheus conventions: `pageserver_` prefix, base units in the name
-//! (`_bytes`, `_seconds`), `_total` for counters. Per-timeline series carry `tenant_id`
+//! (`_bytes`, `_seconds`), `_total` for counters and only them, histograms for latencies,
+//! `_info` for the build-info gauge (`scripts/check-metrics.sh` lints a live scrape with
+//! `promtool check metrics`). Per-timeline series carry `tenant_id`
 //! and `timeline_id` labels. The registry belongs to the daemon (not the process-global
 //! default) so that several daemons in one test process do not mix their series.
 //!
@@ -134,6 +136,11 @@ impl Metrics {
         ] {
             metrics.registry.register(metric)?;
         }
+        strata_http::register_build_info(
+            &metrics.registry,
+            "pageserver",
+            env!("CARGO_PKG_VERSION"),
+        )?;
         Ok(metrics)
     }
 
@@ -249,5 +256,9 @@ mod tests {
         )));
         assert!(text.contains(&format!("pageserver_last_record_lsn{{{labels}}} 16777256")));
         assert!(text.contains("pageserver_getpage_seconds_count 1"));
+        assert!(text.contains(&format!(
+            "pageserver_build_info{{version=\"{}\"}} 1",
+            env!("CARGO_PKG_VERSION")
+        )));
     }
 }

@@ -1,7 +1,9 @@
 //! Prometheus metrics of the daemon, served on HTTP `/metrics`.
 //!
 //! Names follow Prometheus conventions: `safekeeper_` prefix, base units in the name
-//! (`_bytes`, `_seconds`), `_total` for counters. Per-timeline series carry `tenant_id`
+//! (`_bytes`, `_seconds`), `_total` for counters and only them, histograms for latencies,
+//! `_info` for the build-info gauge (`scripts/check-metrics.sh` lints a live scrape with
+//! `promtool check metrics`). Per-timeline series carry `tenant_id`
 //! and `timeline_id` labels and disappear when the timeline is deleted. The registry
 //! belongs to the daemon (not the process-global default) so that several daemons in one
 //! test process do not mix their series.
@@ -112,6 +114,11 @@ impl Metrics {
         ] {
             metrics.registry.register(metric)?;
         }
+        strata_http::register_build_info(
+            &metrics.registry,
+            "safekeeper",
+            env!("CARGO_PKG_VERSION"),
+        )?;
         Ok(metrics)
     }
 
@@ -213,6 +220,10 @@ mod tests {
         )));
         assert!(text.contains(&format!("safekeeper_flush_lsn{{{labels}}} 16777256")));
         assert!(text.contains("safekeeper_fsync_seconds_count 1"));
+        assert!(text.contains(&format!(
+            "safekeeper_build_info{{version=\"{}\"}} 1",
+            env!("CARGO_PKG_VERSION")
+        )));
         metrics.remove_timeline(id);
         assert!(!metrics.encode().unwrap().contains("tenant_id"));
     }

@@ -38,6 +38,24 @@ pub fn encode(registry: &Registry) -> Result<String, prometheus::Error> {
     String::from_utf8(buf).map_err(|e| prometheus::Error::Msg(format!("non-UTF-8 output: {e}")))
 }
 
+/// Registers `<prefix>_build_info{version="…"}`, always 1: which release a daemon runs,
+/// so that a rolling upgrade can be followed (`count by (version) (pageserver_build_info)`).
+pub fn register_build_info(
+    registry: &Registry,
+    prefix: &str,
+    version: &str,
+) -> Result<(), prometheus::Error> {
+    let info = prometheus::IntGaugeVec::new(
+        prometheus::Opts::new(
+            format!("{prefix}_build_info"),
+            "Always 1; the version label is the running release",
+        ),
+        &["version"],
+    )?;
+    info.with_label_values(&[version]).set(1);
+    registry.register(Box::new(info))
+}
+
 /// Serve until `shutdown` turns true (or its sender is dropped).
 pub async fn serve(
     listener: TcpListener,

@@ -378,10 +378,22 @@ fn parse_error(path: &Path, text: &str, error: &toml::de::Error) -> ConfigError 
         .take(offset)
         .filter(|&&b| b == b'\n')
         .count();
+    let mut message = error.message().replace('\n', " ");
+    // toml names the key of an unknown field but not of a value of the wrong type: add
+    // the key of the offending line when the message lacks it.
+    let key = text
+        .lines()
+        .nth(line - 1)
+        .and_then(|l| l.split_once('='))
+        .map(|(key, _)| key.trim())
+        .filter(|key| !key.is_empty() && !message.contains(key));
+    if let Some(key) = key {
+        message = format!("{key}: {message}");
+    }
     ConfigError::Parse {
         path: path.to_owned(),
         line,
-        message: error.message().replace('\n', " "),
+        message,
     }
 }
 
@@ -459,6 +471,12 @@ mod tests {
             "{err}"
         );
         assert!(!err.contains('\n'), "{err}");
+        // A value of the wrong type: toml does not name the key, the error does.
+        std::fs::write(&path, "id = 3\n\nlisten_http = 5\n").unwrap();
+        let err = Config::load(Some(&path), &Overrides::default())
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("line 3: listen_http: invalid type"), "{err}");
     }
 
     fn load(text: &str, flags: &Overrides) -> Result<Config, String> {

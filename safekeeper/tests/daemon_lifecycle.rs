@@ -267,4 +267,32 @@ fn printed_default_config_runs_and_unknown_keys_are_refused() {
     let stderr = String::from_utf8(output.stderr).unwrap();
     assert!(stderr.contains("listen_grcp"), "{stderr}");
     assert_eq!(stderr.trim_end().lines().count(), 1, "{stderr}");
+
+    // A value of the wrong type, a missing file and a misspelt environment override:
+    // each one line naming the problem, and a failure.
+    let wrong_type = tmp.path().join("wrong_type.toml");
+    std::fs::write(&wrong_type, "id = 1\nlisten_http = 7677\n").unwrap();
+    let missing = tmp.path().join("missing.toml");
+    let cases: [(&std::path::Path, Option<(&str, &str)>, &str); 3] = [
+        (&wrong_type, None, "line 2: listen_http: invalid type"),
+        (&missing, None, "missing.toml"),
+        (
+            &config_path,
+            Some(("STRATA_SAFEKEEPER_LISTEN_HTPP", "127.0.0.1:0")),
+            "unknown environment variable STRATA_SAFEKEEPER_LISTEN_HTPP",
+        ),
+    ];
+    for (path, var, names) in cases {
+        let mut command = Daemon::command();
+        command.arg("--config").arg(path);
+        if let Some((key, value)) = var {
+            command.env(key, value);
+        }
+        let output = command.output().unwrap();
+        assert!(!output.status.success(), "{path:?} {var:?}");
+        let stderr = String::from_utf8(output.stderr).unwrap();
+        assert!(stderr.starts_with("safekeeper: "), "{stderr}");
+        assert!(stderr.contains(names), "{stderr}");
+        assert_eq!(stderr.trim_end().lines().count(), 1, "{stderr}");
+    }
 }

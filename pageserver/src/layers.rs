@@ -74,18 +74,24 @@ pub async fn run(
                 last_freeze = Instant::now();
             }
             let t = timeline.clone();
-            let failed =
-                match tokio::task::spawn_blocking(move || maintain(&t, policy, force)).await {
-                    Ok(Ok(())) => false,
-                    Ok(Err(error)) => {
-                        tracing::error!(%error, "layer maintenance failed");
-                        true
-                    }
-                    Err(error) => {
-                        tracing::error!(%error, "layer maintenance task failed");
-                        true
-                    }
-                };
+            // A blocking task does not inherit the span: freezes and image layers log
+            // inside the timeline's.
+            let span = tracing::Span::current();
+            let failed = match tokio::task::spawn_blocking(move || {
+                span.in_scope(|| maintain(&t, policy, force))
+            })
+            .await
+            {
+                Ok(Ok(())) => false,
+                Ok(Err(error)) => {
+                    tracing::error!(%error, "layer maintenance failed");
+                    true
+                }
+                Err(error) => {
+                    tracing::error!(%error, "layer maintenance task failed");
+                    true
+                }
+            };
             if failed {
                 // Layer work failing loses no data (the open layer keeps it). It is
                 // retried after the next commit, but not sooner than this, so that a

@@ -188,10 +188,10 @@ impl Timelines {
                     tenant_id,
                     timeline_id,
                 };
+                let _span = crate::logging::timeline_span(id).entered();
                 let timeline =
                     Arc::new(timelines.open_timeline(id, &dir.join(timeline_id.to_string()))?);
                 tracing::info!(
-                    %tenant_id, %timeline_id,
                     last_record_lsn = %timeline.last_record_lsn(),
                     "timeline opened"
                 );

@@ -100,11 +100,13 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
-/// Run blocking file work (opening, creating, stopping timelines) off the runtime.
+/// Run blocking file work (opening, creating, stopping timelines) off the runtime, in
+/// the caller's span (a blocking task does not inherit it).
 async fn blocking<T: Send + 'static>(
     work: impl FnOnce() -> Result<T, TimelineError> + Send + 'static,
 ) -> Result<T, TimelineError> {
-    tokio::task::spawn_blocking(work)
+    let span = tracing::Span::current();
+    tokio::task::spawn_blocking(move || span.in_scope(work))
         .await
         .unwrap_or_else(|join| Err(TimelineError::Internal(join.to_string())))
 }
@@ -257,7 +259,9 @@ impl Timelines {
             return Err(TimelineError::TooMany);
         }
         let this = self.clone();
+        let span = crate::logging::timeline_span(new.id);
         let timeline = blocking(move || {
+            let _entered = span.enter();
             let dir = timeline_dir(&this.data_dir, new.id);
             let storage = TimelineStorage::create(&dir, new.initial_state());
             if let Err(StorageError::InvalidState(reason)) = &storage {
@@ -267,7 +271,9 @@ impl Timelines {
         })
         .await?;
         let status = timeline.status();
-        tracing::info!(timeline = %status.id, start_lsn = %status.timeline_start_lsn, "timeline created");
+        crate::logging::timeline_span(status.id).in_scope(|| {
+            tracing::info!(start_lsn = %status.timeline_start_lsn, "timeline created");
+        });
         lock(&self.entries).insert(status.id, Entry::Open(timeline.clone()));
         self.update_count();
         self.start_offload(timeline);

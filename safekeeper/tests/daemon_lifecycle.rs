@@ -273,7 +273,8 @@ fn printed_default_config_runs_and_unknown_keys_are_refused() {
     let wrong_type = tmp.path().join("wrong_type.toml");
     std::fs::write(&wrong_type, "id = 1\nlisten_http = 7677\n").unwrap();
     let missing = tmp.path().join("missing.toml");
-    let cases: [(&std::path::Path, Option<(&str, &str)>, &str); 3] = [
+    type Case<'a> = (&'a std::path::Path, Option<(&'a str, &'a str)>, &'a str);
+    let cases: [Case; 3] = [
         (&wrong_type, None, "line 2: listen_http: invalid type"),
         (&missing, None, "missing.toml"),
         (

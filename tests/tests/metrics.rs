@@ -3,7 +3,10 @@
 //! some appends, and the pageserver counted at least those bytes ingested and some
 //! records; a `strata getpage` adds a GetPage request, a `strata basebackup` a
 //! basebackup and its bytes (and, its stderr not being a terminal, prints no progress
-//! display). Scraped over plain HTTP from a real `strata up` cluster.
+//! display; on a terminal it does). Scraped over plain HTTP from a real `strata up`
+//! cluster, whose daemons log JSON (`STRATA_<PROGRAM>_LOG_FORMAT=json`): every line
+//! parses, and every line that mentions the timeline is inside a span naming its tenant
+//! and timeline.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -12,9 +15,11 @@ mod cluster_support;
 use std::collections::HashMap;
 use std::io::{Read, Write};
 use std::net::TcpStream;
+use std::path::Path;
+use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use cluster_support::{sql, wait_ingested, TestCluster};
+use cluster_support::{sql, strata_bin, wait_ingested, TestCluster};
 use pg_harness::PgBin;
 use postgres_wal::Lsn;
 
@@ -71,11 +76,69 @@ fn ports(cluster: &TestCluster) -> (Vec<u64>, u64) {
     )
 }
 
+/// Each program reads its log format from this variable (flags and files aside).
+const JSON_LOGS: [(&str, &str); 3] = [
+    ("STRATA_SAFEKEEPER_LOG_FORMAT", "json"),
+    ("STRATA_PAGESERVER_LOG_FORMAT", "json"),
+    ("STRATA_COMPUTE_CTL_LOG_FORMAT", "json"),
+];
+
+/// Every line of `log` is a JSON object; a line whose fields name the tenant or the
+/// timeline is inside a span carrying both. Returns how many lines were inside such a
+/// span, and how many of those had an `lsn` in a span too.
+fn check_json_log(log: &Path, tenant: &str, timeline: &str) -> (usize, usize) {
+    let text = std::fs::read_to_string(log).unwrap();
+    let (mut in_timeline, mut with_lsn) = (0, 0);
+    for line in text.lines().filter(|l| !l.is_empty()) {
+        let value: serde_json::Value = serde_json::from_str(line)
+            .unwrap_or_else(|e| panic!("{}: not JSON ({e}): {line}", log.display()));
+        let spans = value["spans"].as_array().cloned().unwrap_or_default();
+        let span_has = |key: &str, want: &str| {
+            spans
+                .iter()
+                .any(|s| s[key].as_str().is_some_and(|v| v == want))
+        };
+        let named = span_has("tenant_id", tenant) && span_has("timeline_id", timeline);
+        let mentions = value["fields"].to_string().contains(tenant)
+            || value["fields"].to_string().contains(timeline);
+        assert!(
+            named || !mentions,
+            "{}: a line about the timeline outside its span: {line}",
+            log.display()
+        );
+        if named {
+            in_timeline += 1;
+            if spans.iter().any(|s| s.get("lsn").is_some()) {
+                with_lsn += 1;
+            }
+        }
+    }
+    (in_timeline, with_lsn)
+}
+
 #[test]
 fn counters_move_by_what_the_workload_implies() {
     let bin = PgBin::locate().unwrap();
     let cluster = TestCluster::new();
-    let connstr = cluster.up().lines().last().unwrap().to_owned();
+    let up = Command::new(strata_bin())
+        .args(["up", "--dir"])
+        .arg(&cluster.dir)
+        .envs(JSON_LOGS)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert!(
+        up.status.success(),
+        "{}\n{}",
+        String::from_utf8_lossy(&up.stderr),
+        cluster.logs_tail()
+    );
+    let connstr = String::from_utf8(up.stdout)
+        .unwrap()
+        .lines()
+        .last()
+        .unwrap()
+        .to_owned();
     let (safekeeper_ports, pageserver_port) = ports(&cluster);
 
     sql(
@@ -191,6 +254,12 @@ fn counters_move_by_what_the_workload_implies() {
         "{}",
         String::from_utf8_lossy(&backup.stderr)
     );
+    // Not a terminal: no progress display, nothing at all on stderr.
+    assert!(
+        backup.stderr.is_empty(),
+        "{}",
+        String::from_utf8_lossy(&backup.stderr)
+    );
     let after_backup = scrape(pageserver_port);
     assert_eq!(
         delta(
@@ -207,4 +276,42 @@ fn counters_move_by_what_the_workload_implies() {
     );
     // At least the table's own pages went out.
     assert!(bytes >= 20000.0 * 100.0, "basebackup of {bytes} bytes");
+    // On a terminal (script(1) gives it one) the same command draws its progress.
+    let on_tty = cluster.dir.parent().unwrap().join("basebackup-tty");
+    let command = format!(
+        "{} basebackup --dir {} --lsn {end} --out {}",
+        strata_bin().display(),
+        cluster.dir.display(),
+        on_tty.display()
+    );
+    let script = Command::new("script")
+        .args(["-qec", &command, "/dev/null"])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let terminal = String::from_utf8_lossy(&script.stdout);
+    assert!(script.status.success(), "{terminal}");
+    assert!(terminal.contains("receiving basebackup"), "{terminal}");
+
+    let local = cluster.cluster();
+    let config = local.config();
+    let (tenant, timeline) = (config.tenant_id.to_string(), config.timeline_id.to_string());
+    let mut logs: Vec<_> = config
+        .safekeepers
+        .iter()
+        .map(|sk| local.safekeeper_log(sk.id))
+        .collect();
+    logs.push(local.pageserver_log());
+    logs.push(local.compute_log());
+    for log in &logs {
+        let (in_timeline, _) = check_json_log(log, &tenant, &timeline);
+        assert!(
+            in_timeline > 0,
+            "{}: no line names the timeline",
+            log.display()
+        );
+    }
+    // The pageserver's reads log inside spans carrying the LSN they read at.
+    let (_, with_lsn) = check_json_log(&local.pageserver_log(), &tenant, &timeline);
+    assert!(with_lsn > 0, "no pageserver line carries an LSN");
 }

@@ -107,7 +107,8 @@ impl SafekeeperNode {
             .arg(self.addr(self.config.pg_port).to_string())
             .arg("--listen-http")
             .arg(self.addr(self.config.http_port).to_string())
-            .args(["--log-format", "text"])
+            // No --log-format: text by default, and STRATA_SAFEKEEPER_LOG_FORMAT=json in
+            // `strata up`'s environment gives JSON lines, as for the other daemons.
             .arg("--object-store")
             .arg(&cluster.object_store)
             .current_dir(&self.data_dir);

@@ -67,7 +67,11 @@ pub async fn import(
         }
         tracing::info!(bytes = total, "import tar received");
         let timelines = service.timelines.clone();
+        // A blocking task does not inherit the span: the import and the new layer
+        // store log inside the timeline's.
+        let span = tracing::Span::current();
         let (timeline, created) = tokio::task::spawn_blocking(move || {
+            let _entered = span.enter();
             spool
                 .seek(SeekFrom::Start(0))
                 .map_err(|e| Status::internal(format!("rewinding the import spool: {e}")))?;

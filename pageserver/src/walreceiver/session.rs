@@ -62,7 +62,11 @@ pub(super) async fn run(
     let (committed_tx, committed_rx) = watch::channel(start);
     let worker = {
         let timeline = timeline.clone();
-        tokio::task::spawn_blocking(move || ingest::run(timeline, start, wal_rx, committed_tx))
+        // The ingest thread logs (and freezes layers) inside the timeline's span.
+        let span = tracing::Span::current();
+        tokio::task::spawn_blocking(move || {
+            span.in_scope(|| ingest::run(timeline, start, wal_rx, committed_tx))
+        })
     };
     let mut session = Session {
         timeline,

@@ -104,11 +104,13 @@ impl Signals {
     }
 }
 
-/// Run blocking work (PostgreSQL tools, file scans) off the async workers.
+/// Run blocking work (PostgreSQL tools, file scans) off the async workers, in the
+/// caller's span (a blocking task does not inherit it), so its lines name the timeline.
 async fn blocking<T: Send + 'static>(
     work: impl FnOnce() -> anyhow::Result<T> + Send + 'static,
 ) -> anyhow::Result<T> {
-    tokio::task::spawn_blocking(work)
+    let span = tracing::Span::current();
+    tokio::task::spawn_blocking(move || span.in_scope(work))
         .await
         .map_err(|e| anyhow!("blocking task failed: {e}"))?
 }

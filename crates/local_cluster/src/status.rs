@@ -86,71 +86,90 @@ mod lsn_text {
 }
 
 impl ClusterStatus {
-    /// A table for people: one line per process.
+    /// A table for people: one row per process (kind, id, state, pid, ports, term), its
+    /// LSNs named in the last column. `--json` is the stable format for programs.
     pub fn to_table(&self) -> String {
         use std::fmt::Write as _;
         let or_dash = |v: Option<String>| v.unwrap_or_else(|| "-".to_owned());
-        let mut out = String::new();
-        let _ = writeln!(out, "tenant       {}", self.tenant_id);
-        let _ = writeln!(out, "timeline     {}", self.timeline_id);
-        let _ = writeln!(out, "object store {}", self.object_store);
-        let _ = writeln!(out);
-        let _ = writeln!(
-            out,
-            "{:<14} {:<8} {:>8} {:>6} {:>6} {:>6} {:>6} {:>12} {:>12}",
-            "component", "state", "pid", "pg", "grpc", "http", "term", "flush_lsn", "commit_lsn"
-        );
         let state = |running: bool| if running { "running" } else { "stopped" };
+        let lsns = |named: &[(&str, Option<Lsn>)]| {
+            named
+                .iter()
+                .map(|(name, lsn)| format!("{name} {}", or_dash(lsn.map(|l| l.to_string()))))
+                .collect::<Vec<_>>()
+                .join("  ")
+        };
+        let mut rows: Vec<[String; 9]> = vec![[
+            "KIND", "ID", "STATE", "PID", "PG", "GRPC", "HTTP", "TERM", "LSNS",
+        ]
+        .map(str::to_owned)];
         for sk in &self.safekeepers {
-            let _ = writeln!(
-                out,
-                "{:<14} {:<8} {:>8} {:>6} {:>6} {:>6} {:>6} {:>12} {:>12}",
-                format!("safekeeper {}", sk.id),
-                state(sk.running),
+            rows.push([
+                "safekeeper".to_owned(),
+                sk.id.to_string(),
+                state(sk.running).to_owned(),
                 or_dash(sk.pid.map(|p| p.to_string())),
-                sk.pg_port,
-                sk.grpc_port,
-                sk.http_port,
+                sk.pg_port.to_string(),
+                sk.grpc_port.to_string(),
+                sk.http_port.to_string(),
                 or_dash(sk.term.map(|t| t.to_string())),
-                or_dash(sk.flush_lsn.map(|l| l.to_string())),
-                or_dash(sk.commit_lsn.map(|l| l.to_string())),
-            );
+                lsns(&[("flush", sk.flush_lsn), ("commit", sk.commit_lsn)]),
+            ]);
+        }
+        if let Some(ps) = &self.pageserver {
+            rows.push([
+                "pageserver".to_owned(),
+                "-".to_owned(),
+                state(ps.running).to_owned(),
+                or_dash(ps.pid.map(|p| p.to_string())),
+                "-".to_owned(),
+                ps.grpc_port.to_string(),
+                ps.http_port.to_string(),
+                "-".to_owned(),
+                lsns(&[
+                    ("last_record", ps.last_record_lsn),
+                    ("disk_consistent", ps.disk_consistent_lsn),
+                    ("remote_consistent", ps.remote_consistent_lsn),
+                ]),
+            ]);
         }
         let compute = &self.compute;
-        let _ = writeln!(
-            out,
-            "{:<14} {:<8} {:>8} {:>6} {:>6} {:>6} {:>6}",
-            "compute",
-            state(compute.running),
+        rows.push([
+            "compute".to_owned(),
+            "-".to_owned(),
+            state(compute.running).to_owned(),
             or_dash(compute.pid.map(|p| p.to_string())),
-            compute.port,
-            "-",
-            "-",
+            compute.port.to_string(),
+            "-".to_owned(),
+            "-".to_owned(),
             or_dash(compute.term.map(|t| t.to_string())),
-        );
-        match &self.pageserver {
-            Some(ps) => {
-                let _ = writeln!(
-                    out,
-                    "{:<14} {:<8} {:>8} {:>6} {:>6} {:>6} {:>6} {:>12} {:>12}",
-                    "pageserver",
-                    state(ps.running),
-                    or_dash(ps.pid.map(|p| p.to_string())),
-                    "-",
-                    ps.grpc_port,
-                    ps.http_port,
-                    "-",
-                    or_dash(ps.last_record_lsn.map(|l| l.to_string())),
-                    or_dash(ps.disk_consistent_lsn.map(|l| l.to_string())),
-                );
-                let _ = writeln!(
-                    out,
-                    "  (pageserver columns: last_record_lsn, disk_consistent_lsn)"
-                );
+            String::new(),
+        ]);
+        let mut widths = [0; 9];
+        for row in &rows {
+            for (width, cell) in widths.iter_mut().zip(row) {
+                *width = (*width).max(cell.len());
             }
-            None => {
-                let _ = writeln!(out, "{:<14} {:<8}", "pageserver", "none in this cluster");
+        }
+        let mut out = String::new();
+        let _ = writeln!(out, "tenant        {}", self.tenant_id);
+        let _ = writeln!(out, "timeline      {}", self.timeline_id);
+        let _ = writeln!(out, "object store  {}", self.object_store);
+        if self.pageserver.is_none() {
+            let _ = writeln!(out, "pageserver    none in this cluster");
+        }
+        let _ = writeln!(out);
+        for row in &rows {
+            let mut line = String::new();
+            for (i, cell) in row.iter().enumerate() {
+                // The last column is not padded: no trailing blanks.
+                if i + 1 == row.len() {
+                    line.push_str(cell);
+                } else {
+                    let _ = write!(line, "{cell:<width$}  ", width = widths[i]);
+                }
             }
+            let _ = writeln!(out, "{}", line.trim_end());
         }
         let _ = writeln!(out);
         let _ = write!(out, "connect: {}", compute.connstr);
@@ -208,10 +227,48 @@ mod tests {
         assert_eq!(with_json["pageserver"]["remote_consistent_lsn"], "0/0");
         let back: ClusterStatus = serde_json::from_value(with_json).unwrap();
         assert_eq!(back, with);
-        assert!(with.to_table().contains("pageserver"));
         assert!(json["compute"]["pid"].is_null());
         let back: ClusterStatus = serde_json::from_value(json).unwrap();
         assert_eq!(back, status);
-        assert!(status.to_table().contains("safekeeper 1"));
+        let table = status.to_table();
+        let row = |kind: &str| {
+            table
+                .lines()
+                .find(|l| l.starts_with(kind))
+                .unwrap_or_else(|| panic!("no {kind} row in\n{table}"))
+                .split_whitespace()
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(
+            row("KIND"),
+            ["KIND", "ID", "STATE", "PID", "PG", "GRPC", "HTTP", "TERM", "LSNS"]
+        );
+        assert_eq!(
+            row("safekeeper"),
+            [
+                "safekeeper",
+                "1",
+                "running",
+                "42",
+                "1",
+                "2",
+                "3",
+                "4",
+                "flush",
+                "0/16B3740",
+                "commit",
+                "-"
+            ]
+        );
+        assert_eq!(row("compute")[..4], ["compute", "-", "stopped", "-"]);
+        assert!(table.contains("none in this cluster"), "{table}");
+        let table = with.to_table();
+        assert!(
+            table.contains(
+                "last_record 0/3000028  disk_consistent 0/3000028  remote_consistent 0/0"
+            ),
+            "{table}"
+        );
+        assert!(!table.lines().any(|l| l.ends_with(' ')), "{table}");
     }
 }

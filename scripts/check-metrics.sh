@@ -25,7 +25,13 @@ fi
 work=$(mktemp -d /tmp/strata-check-metrics.XXXXXX)
 chmod 755 "$work"
 cluster="$work/cluster"
+prometheus_pid=""
+# shellcheck disable=SC2317 # called by the EXIT trap
 cleanup() {
+  if [ -n "$prometheus_pid" ]; then
+    kill "$prometheus_pid" 2>/dev/null || true
+    wait "$prometheus_pid" 2>/dev/null || true
+  fi
   "$strata" down --dir "$cluster" >/dev/null 2>&1 || true
   rm -rf "$work"
 }
@@ -35,6 +41,30 @@ connstr=$("$strata" up --dir "$cluster" 2>"$work/up.log" | tail -n1) || {
   cat "$work/up.log" >&2
   exit 1
 }
+status=$("$strata" status --dir "$cluster" --json)
+ports=$(python3 -c '
+import json, sys
+s = json.loads(sys.argv[1])
+for sk in s["safekeepers"]:
+    print("safekeeper-%s %s" % (sk["id"], sk["http_port"]))
+print("pageserver %s" % s["pageserver"]["http_port"])
+' "$status")
+
+# A real Prometheus (Debian's prometheus package, which ships promtool) scrapes the
+# cluster twice a second from now on; it syncs its targets only ~5 s after starting,
+# which the workload below covers. The dashboard's and the docs' queries run on it.
+prometheus_port=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+targets=$(awk '{ printf "%s\"127.0.0.1:%s\"", (NR > 1 ? ", " : ""), $2 }' <<<"$ports")
+cat >"$work/prometheus.yml" <<YAML
+global: {scrape_interval: 500ms, evaluation_interval: 500ms}
+scrape_configs:
+  - job_name: strata
+    static_configs: [{targets: [$targets]}]
+YAML
+prometheus --config.file="$work/prometheus.yml" --storage.tsdb.path="$work/tsdb" \
+  --web.listen-address="127.0.0.1:$prometheus_port" >"$work/prometheus.log" 2>&1 &
+prometheus_pid=$!
+
 psql -q -v ON_ERROR_STOP=1 "$connstr" >/dev/null <<'SQL'
 CREATE TABLE metrics_check (id int PRIMARY KEY, payload text);
 INSERT INTO metrics_check SELECT g, repeat('x', 200) FROM generate_series(1, 5000) g;
@@ -45,15 +75,6 @@ lsn=$(psql -qAt "$connstr" -c "SELECT pg_current_wal_flush_lsn()")
 # Read paths too, so their series exist: a page and a whole basebackup.
 "$strata" getpage --dir "$cluster" --lsn "$lsn" --rel "$rel" --blk 0 >/dev/null
 "$strata" basebackup --dir "$cluster" --lsn "$lsn" --out "$work/basebackup" >/dev/null
-
-status=$("$strata" status --dir "$cluster" --json)
-ports=$(python3 -c '
-import json, sys
-s = json.loads(sys.argv[1])
-for sk in s["safekeepers"]:
-    print("safekeeper-%s %s" % (sk["id"], sk["http_port"]))
-print("pageserver %s" % s["pageserver"]["http_port"])
-' "$status")
 
 failed=0
 : >"$work/all.prom"
@@ -75,6 +96,18 @@ if out=$(python3 deploy/checks/check_dashboard.py deploy/grafana/strata.json "$w
 else
   echo "FAIL  dashboard"
   echo "$out"
+  failed=1
+fi
+
+# Each query must parse and return series, so that a label mismatch cannot leave a
+# panel empty or an alert silent.
+if out=$(python3 deploy/checks/check_queries.py "http://127.0.0.1:$prometheus_port" \
+  "$(wc -l <<<"$ports")" deploy/grafana/strata.json docs/metrics.md docs/runbooks.md docs/installation.md 2>&1); then
+  echo "ok    queries: $out"
+else
+  echo "FAIL  queries of the dashboard and the docs"
+  echo "$out"
+  tail -n 5 "$work/prometheus.log"
   failed=1
 fi
 

@@ -6,7 +6,8 @@
 # and labels, so neither the dashboard nor the reference can drift from the code.
 #
 # Expects the debug binaries built (scripts/test.sh's build step); installs promtool
-# (Debian's prometheus package) when it is missing. Exits non-zero on any finding.
+# and the Prometheus server (Debian's prometheus package) when they are missing.
+# Exits non-zero on any finding.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -14,7 +15,7 @@ bin="${CARGO_TARGET_DIR:-target}/debug"
 strata="$bin/strata"
 [ -x "$strata" ] || { echo "check-metrics: $strata not built (cargo build --workspace --bins)" >&2; exit 1; }
 
-if ! command -v promtool >/dev/null; then
+if ! { command -v promtool && command -v prometheus; } >/dev/null; then
   sudo=""
   [ "$(id -u)" -ne 0 ] && sudo="sudo"
   echo "installing: prometheus (for promtool)"

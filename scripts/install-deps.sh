@@ -15,7 +15,7 @@ packages=()
 command -v protoc >/dev/null || packages+=(protobuf-compiler)
 [ -f /usr/include/rocksdb/c.h ] || packages+=(librocksdb-dev)
 ls /usr/lib/llvm-*/lib/libclang.so* >/dev/null 2>&1 || packages+=(libclang-dev)
-command -v promtool >/dev/null || packages+=(prometheus)
+{ command -v promtool && command -v prometheus; } >/dev/null || packages+=(prometheus)
 
 if [ ${#packages[@]} -eq 0 ]; then
   exit 0

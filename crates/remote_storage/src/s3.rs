@@ -17,7 +17,7 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use aws_sdk_s3::config::{BehaviorVersion, Credentials, Region};
-use aws_sdk_s3::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
+use aws_sdk_s3::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_s3::primitives::ByteStream;
 use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart};
 use aws_smithy_runtime_api::client::orchestrator::HttpResponse;
@@ -96,27 +96,48 @@ fn classify<E>(error: &SdkError<E, HttpResponse>) -> Failure
 where
     E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
 {
-    let text = DisplayErrorContext(error).to_string();
     match error {
         SdkError::TimeoutError(_) | SdkError::DispatchFailure(_) | SdkError::ResponseError(_) => {
-            Failure::Transient(text)
+            Failure::Transient(causes(error))
         }
         SdkError::ServiceError(service) => {
             let status = service.raw().status().as_u16();
             let code = service.err().code().unwrap_or("");
+            // The server's own words (`HTTP 403 SignatureDoesNotMatch: ...`); a HEAD
+            // answer has no body, so only its status.
+            let text = match (code, service.err().message().unwrap_or("")) {
+                ("", _) => format!("HTTP {status}"),
+                (code, "") => format!("HTTP {status} {code}"),
+                (code, message) => format!("HTTP {status} {code}: {message}"),
+            };
             match (status, code) {
                 (404, _) if code != "NoSuchBucket" => Failure::NotFound,
                 (412, _) => Failure::PreconditionFailed,
                 (501, _) => Failure::NotImplemented,
-                // A concurrent conditional write, throttling, server trouble.
-                (409, "ConditionalRequestConflict") | (429, _) | (500..=599, _) => {
-                    Failure::Transient(text)
-                }
-                _ => Failure::Refused(format!("HTTP {status} {code}: {text}")),
+                // A concurrent conditional write, a request body the server waited too
+                // long for, throttling, server trouble.
+                (409, "ConditionalRequestConflict")
+                | (400, "RequestTimeout")
+                | (429, _)
+                | (500..=599, _) => Failure::Transient(text),
+                _ => Failure::Refused(text),
             }
         }
-        _ => Failure::Refused(text),
+        _ => Failure::Refused(causes(error)),
     }
+}
+
+/// An error and its causes on one line (`dispatch failure: io error: ...: Connection
+/// refused`), without the SDK's debug dump.
+fn causes(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
 }
 
 /// A duration in `[0, max]`, from the clock's nanoseconds: full jitter needs spread,
@@ -131,8 +152,10 @@ fn jitter(max: Duration) -> Duration {
 }
 
 impl S3Bucket {
-    /// A client for `config`, checked against the bucket (one HeadBucket), so that a
-    /// wrong endpoint, bucket or key is an error now.
+    /// A client for `config`, checked against the bucket (a listing of at most one
+    /// object under the prefix, which the daemons need anyway; unlike HeadBucket its
+    /// error has a body naming the cause), so that a wrong endpoint, bucket or key is
+    /// an error now.
     pub async fn connect(
         config: &S3Config,
         retry: RetryPolicy,
@@ -172,16 +195,22 @@ impl S3Bucket {
             sizes,
         };
         bucket
-            .request("check bucket", "", || {
-                bucket.client.head_bucket().bucket(&bucket.bucket).send()
+            .request("check bucket", &config.bucket, || {
+                bucket
+                    .client
+                    .list_objects_v2()
+                    .bucket(&bucket.bucket)
+                    .prefix(&bucket.prefix)
+                    .max_keys(1)
+                    .send()
             })
             .await
             .map_err(|error| match error {
-                // HeadBucket has no body: a missing bucket is a bare 404.
+                // A server that answers a missing bucket with a bare 404.
                 RemoteError::NotFound { store, .. } => RemoteError::Refused {
                     store,
                     operation: "check bucket",
-                    path: String::new(),
+                    path: bucket.bucket.clone(),
                     reason: format!("bucket {:?} does not exist (NoSuchBucket)", bucket.bucket),
                 },
                 other => other,
@@ -331,7 +360,7 @@ impl S3Bucket {
                 .send()
                 .await;
             if let Err(error) = aborted {
-                tracing::warn!(store = %self.describe, %path, error = %DisplayErrorContext(&error), "aborting a failed multipart upload failed");
+                tracing::warn!(store = %self.describe, %path, error = %causes(&error), "aborting a failed multipart upload failed");
             }
         }
         result
@@ -454,6 +483,9 @@ impl RemoteStorage for S3Bucket {
             .await;
         match result {
             Ok(_) => Ok(true),
+            // After a retried attempt, 412 may answer our own earlier attempt whose reply
+            // was lost. `false` is the safe reading: the caller treats the name as taken
+            // (a generation claim moves to the next number), never as its own.
             Err(RemoteError::Refused { reason, .. }) if reason == "precondition failed" => {
                 Ok(false)
             }

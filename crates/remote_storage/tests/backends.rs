@@ -156,8 +156,9 @@ async fn s3_backend_against_a_real_server() {
     let other = s3(server.config("strata-test", "run2")).await.unwrap();
     assert!(other.list("").await.unwrap().is_empty());
 
-    // Conditional creation (If-None-Match: *, which s3s-fs, MinIO and AWS honour): the
-    // second create is refused and the first object stays.
+    // Conditional creation (If-None-Match: *, which AWS, MinIO and s3s-fs honour; s3s-fs
+    // checks then writes, so only sequential creates are tested here): the second
+    // create is refused and the first object stays.
     assert!(store
         .put_if_absent(&p("claim"), Bytes::from_static(b"1"))
         .await
@@ -182,17 +183,28 @@ async fn s3_errors_name_the_bucket_and_endpoint() {
         error.contains("s3://strata-test/") && error.contains(&endpoint),
         "{error}"
     );
+    assert!(error.contains("HTTP 403 SignatureDoesNotMatch"), "{error}");
+
+    let mut unknown_key = server.config("strata-test", "");
+    unknown_key.access_key_id = Some("nobody".into());
+    let error = s3(unknown_key).await.unwrap_err();
+    assert!(matches!(error, RemoteError::Refused { .. }), "{error}");
+    // s3s-fs says NotSignedUp where AWS says InvalidAccessKeyId; both are a 403.
+    let error = error.to_string();
     assert!(
-        error.contains("403") || error.contains("Signature"),
+        error.contains("s3://strata-test/") && error.contains(&endpoint),
         "{error}"
     );
+    assert!(error.contains("HTTP 403"), "{error}");
 
     let error = s3(server.config("no-such-bucket", ""))
         .await
         .unwrap_err()
         .to_string();
     assert!(
-        error.contains("no-such-bucket") && error.contains(&endpoint),
+        error.contains("s3://no-such-bucket/")
+            && error.contains(&endpoint)
+            && error.contains("NoSuchBucket"),
         "{error}"
     );
 
@@ -208,6 +220,16 @@ async fn s3_errors_name_the_bucket_and_endpoint() {
         "{error}"
     );
     assert!(error.to_string().contains(&endpoint), "{error}");
+    // Connecting to an endpoint nobody answers on is the same error, at startup.
+    let error = s3(server.config("strata-test", "")).await.unwrap_err();
+    assert!(
+        matches!(error, RemoteError::Unavailable { attempts: 3, .. }),
+        "{error}"
+    );
+    assert!(
+        error.to_string().contains("s3://strata-test/") && error.to_string().contains(&endpoint),
+        "{error}"
+    );
     server.restart().unwrap();
     store.put(&p("x"), Bytes::from_static(b"1")).await.unwrap();
     assert_eq!(store.get(&p("x")).await.unwrap(), "1");

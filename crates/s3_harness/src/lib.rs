@@ -11,7 +11,7 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant, SystemTime};
 
-use remote_storage::config::{RemoteStorageConfig, S3Config, DEFAULT_REGION};
+use remote_storage::config::{S3Config, DEFAULT_REGION};
 
 /// How long the server may take to accept connections.
 const START_TIMEOUT: Duration = Duration::from_secs(20);
@@ -46,12 +46,20 @@ pub fn binary() -> Result<PathBuf, String> {
     Err("s3s-fs not found: run scripts/install-s3-server.sh (or set STRATA_S3S_FS)".into())
 }
 
-/// Distinct per call, so that no two servers of a test run share keys.
+/// 128 random bits as hex, so that no two servers share keys and a request signed
+/// with the wrong secret is refused. Falls back to the clock where `/dev/urandom`
+/// cannot be read (distinct per call, which is all the tests need).
 fn random_hex() -> String {
-    let nanos = SystemTime::now()
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .map_or(0, |d| d.as_nanos());
-    format!("{:032x}", nanos ^ (u128::from(std::process::id()) << 64))
+    let mut bytes = [0u8; 16];
+    let read = std::fs::File::open("/dev/urandom")
+        .and_then(|mut f| std::io::Read::read_exact(&mut f, &mut bytes));
+    if read.is_err() {
+        let nanos = SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos());
+        bytes = (nanos ^ (u128::from(std::process::id()) << 64)).to_le_bytes();
+    }
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 impl S3Server {
@@ -139,15 +147,22 @@ impl S3Server {
         format!("s3://{bucket}/{prefix}?endpoint={}", self.endpoint())
     }
 
-    /// A config for `bucket`/`prefix` carrying this server's keys.
+    /// A config for `bucket`/`prefix` carrying this server's keys (what
+    /// `parse_url(&self.url(bucket, prefix))` gives, plus the credentials).
     pub fn config(&self, bucket: &str, prefix: &str) -> S3Config {
-        match RemoteStorageConfig::parse_url(&self.url(bucket, prefix)) {
-            Ok(RemoteStorageConfig::S3(mut s3)) => {
-                s3.access_key_id = Some(self.access_key.clone());
-                s3.secret_access_key = Some(self.secret_key.clone());
-                s3
-            }
-            _ => unreachable!("the URL built above is an S3 URL"),
+        let prefix = prefix.trim_matches('/');
+        S3Config {
+            bucket: bucket.to_string(),
+            prefix: if prefix.is_empty() {
+                String::new()
+            } else {
+                format!("{prefix}/")
+            },
+            endpoint: Some(self.endpoint()),
+            region: DEFAULT_REGION.to_string(),
+            path_style: true,
+            access_key_id: Some(self.access_key.clone()),
+            secret_access_key: Some(self.secret_key.clone()),
         }
     }
 

@@ -12,6 +12,11 @@ pub const MULTIPART_THRESHOLD: u64 = 16 << 20;
 /// Part size of a multipart upload (S3's minimum is 5 MiB; 10,000 parts at most).
 pub const MULTIPART_PART_SIZE: u64 = 16 << 20;
 
+/// Parts of one multipart upload in flight at once (each held in memory, so one
+/// upload uses at most this many times the part size; all count against
+/// [`MAX_CONCURRENT_REQUESTS`]).
+pub const MULTIPART_CONCURRENT_PARTS: usize = 4;
+
 /// Attempts of one S3 request before its error is returned (the first included).
 pub const MAX_ATTEMPTS: u32 = 5;
 

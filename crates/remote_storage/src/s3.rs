@@ -32,7 +32,8 @@ use crate::error::RemoteError;
 use crate::layout::RemotePath;
 use crate::limits::{
     ATTEMPT_TIMEOUT, CONNECT_TIMEOUT, INITIAL_BACKOFF, MAX_ATTEMPTS, MAX_BACKOFF,
-    MAX_CONCURRENT_REQUESTS, MAX_GET_BYTES, MULTIPART_PART_SIZE, MULTIPART_THRESHOLD,
+    MAX_CONCURRENT_REQUESTS, MAX_GET_BYTES, MULTIPART_CONCURRENT_PARTS, MULTIPART_PART_SIZE,
+    MULTIPART_THRESHOLD,
 };
 use crate::{ObjectMeta, RemoteStorage};
 
@@ -374,44 +375,16 @@ impl S3Bucket {
         src: &Path,
         size: u64,
     ) -> Result<u64, RemoteError> {
-        let io = |context| {
-            let path = src.to_path_buf();
-            move |source| RemoteError::Io {
-                context,
-                path,
-                source,
-            }
-        };
-        let mut file = tokio::fs::File::open(src).await.map_err(io("open"))?;
-        let mut parts = Vec::new();
-        let mut sent = 0u64;
-        let mut number = 1i32;
-        while sent < size {
-            let len = self.sizes.part_size.min(size - sent) as usize;
-            let mut buf = vec![0u8; len];
-            file.read_exact(&mut buf).await.map_err(io("read"))?;
-            let body = Bytes::from(buf);
-            let part = self
-                .request("upload part", path.as_str(), || {
-                    self.client
-                        .upload_part()
-                        .bucket(&self.bucket)
-                        .key(key)
-                        .upload_id(upload_id)
-                        .part_number(number)
-                        .body(ByteStream::from(body.clone()))
-                        .send()
-                })
-                .await?;
-            parts.push(
-                CompletedPart::builder()
-                    .part_number(number)
-                    .set_e_tag(part.e_tag().map(str::to_string))
-                    .build(),
-            );
-            sent += len as u64;
-            number += 1;
-        }
+        let mut in_flight = tokio::task::JoinSet::new();
+        let sent = self
+            .send_parts(&mut in_flight, path, key, upload_id, src, size)
+            .await;
+        // Parts still in flight after an error are cancelled and waited for, so that
+        // none is still being sent when the caller aborts the upload.
+        in_flight.shutdown().await;
+        let mut parts = sent?;
+        // CompleteMultipartUpload wants the parts in ascending order.
+        parts.sort_by_key(|part| part.part_number());
         let completed = CompletedMultipartUpload::builder()
             .set_parts(Some(parts))
             .build();
@@ -426,6 +399,80 @@ impl S3Bucket {
         })
         .await?;
         Ok(size)
+    }
+
+    /// Reads `src` part by part and uploads the parts, [`MULTIPART_CONCURRENT_PARTS`]
+    /// at a time (one connection to S3 is far slower than the link); each part is read
+    /// whole first, so an upload holds at most that many parts in memory.
+    async fn send_parts(
+        &self,
+        in_flight: &mut tokio::task::JoinSet<Result<CompletedPart, RemoteError>>,
+        path: &RemotePath,
+        key: &str,
+        upload_id: &str,
+        src: &Path,
+        size: u64,
+    ) -> Result<Vec<CompletedPart>, RemoteError> {
+        let io = |context| {
+            let path = src.to_path_buf();
+            move |source| RemoteError::Io {
+                context,
+                path,
+                source,
+            }
+        };
+        let mut file = tokio::fs::File::open(src).await.map_err(io("open"))?;
+        let mut parts = Vec::new();
+        let mut sent = 0u64;
+        let mut number = 1i32;
+        while sent < size || !in_flight.is_empty() {
+            if sent < size && in_flight.len() < MULTIPART_CONCURRENT_PARTS {
+                let len = self.sizes.part_size.min(size - sent) as usize;
+                let mut buf = vec![0u8; len];
+                file.read_exact(&mut buf).await.map_err(io("read"))?;
+                in_flight.spawn(self.clone().upload_part(
+                    path.clone(),
+                    key.to_string(),
+                    upload_id.to_string(),
+                    number,
+                    Bytes::from(buf),
+                ));
+                sent += len as u64;
+                number += 1;
+            } else if let Some(done) = in_flight.join_next().await {
+                let part = done.map_err(|failed| {
+                    self.unavailable("upload part", path.as_str(), 1, failed.to_string())
+                })??;
+                parts.push(part);
+            }
+        }
+        Ok(parts)
+    }
+
+    async fn upload_part(
+        self,
+        path: RemotePath,
+        key: String,
+        upload_id: String,
+        number: i32,
+        body: Bytes,
+    ) -> Result<CompletedPart, RemoteError> {
+        let part = self
+            .request("upload part", path.as_str(), || {
+                self.client
+                    .upload_part()
+                    .bucket(&self.bucket)
+                    .key(&key)
+                    .upload_id(&upload_id)
+                    .part_number(number)
+                    .body(ByteStream::from(body.clone()))
+                    .send()
+            })
+            .await?;
+        Ok(CompletedPart::builder()
+            .part_number(number)
+            .set_e_tag(part.e_tag().map(str::to_string))
+            .build())
     }
 }
 

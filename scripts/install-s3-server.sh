@@ -7,7 +7,7 @@ set -euo pipefail
 
 version=0.14.1
 root="$HOME/.cache/strata/s3s-fs"
-if [ -x "$root/bin/s3s-fs" ] && "$root/bin/s3s-fs" --version 2>/dev/null | grep -q "$version"; then
+if [ -x "$root/bin/s3s-fs" ] && "$root/bin/s3s-fs" --version 2>/dev/null | grep -qxF "s3s-fs $version"; then
   exit 0
 fi
 echo "installing: s3s-fs $version (cargo install, into $root)"

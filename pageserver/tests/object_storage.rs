@@ -14,8 +14,9 @@
 //!   lost, no index references a missing object, and the crashed generation's orphans
 //!   are left where they are.
 //! - Split brain: two pageservers with different generations attached and ingesting at
-//!   once never change each other's objects and serve the same pages; later attaches
-//!   pick the newest index at or below their generation.
+//!   once never change each other's objects and serve the same pages; the one left
+//!   behind restarts on its data directory and replaces its timeline from the other's
+//!   newer index; later attaches pick the newest index at or below their generation.
 //! - Eviction: under a disk budget smaller than the layers, reads at several LSNs return
 //!   what they returned before, by downloading what was evicted.
 
@@ -277,9 +278,25 @@ async fn split_brain_generations_never_overwrite_each_other() {
     assert_same_basebackup(&tar_a, &b.basebackup(lsn_c).await, "A and B");
     let tar_a_old = a.basebackup(lsn_a).await;
     a.assert_no_errors();
-    b.assert_no_errors();
     a.stop();
+    let lsn_d = cluster.insert(601, 700);
+    b.wait_remote(lsn_d).await;
+    let tar_b = b.basebackup(lsn_d).await;
+    b.assert_no_errors();
     b.stop();
+
+    // A comes back on its data directory under a later generation: its timeline is
+    // behind index 30, so it is replaced by a restore from that index.
+    let flags = ["--generation", "50"];
+    let mut a = Pageserver::start(&cluster, &cluster.data_dir(), &store, &flags).await;
+    let log = a.daemon.log();
+    assert!(
+        log.contains("discarding the local copy") && log.contains("\"index_generation\":30"),
+        "{log}"
+    );
+    assert_same_basebackup(&tar_b, &a.basebackup(lsn_d).await, "A after its restart");
+    a.assert_no_errors();
+    a.stop();
 
     // Later attaches read the newest index at or below their generation.
     for (generation, index_generation, lsn, expected) in

@@ -256,7 +256,7 @@ fn a_wrong_key_or_a_missing_bucket_stops_the_daemon_with_one_clear_line() {
     assert!(
         line.contains("s3://missing/cluster/")
             && line.contains(&endpoint)
-            && line.contains("does not exist"),
+            && line.contains("NoSuchBucket"),
         "{line}"
     );
 

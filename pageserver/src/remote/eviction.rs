@@ -7,7 +7,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use strata_ids::TenantTimelineId;
-use tokio::sync::watch;
+use tokio::sync::{watch, Notify};
 
 use super::limits::EVICTION_INTERVAL;
 use super::metrics::RemoteMetrics;
@@ -18,11 +18,18 @@ use crate::timeline::Timeline;
 pub type Tiered =
     Arc<Mutex<HashMap<TenantTimelineId, (Arc<Timeline>, RemoteLayers, RemoteMetrics)>>>;
 
-/// Runs until `shutdown` turns true.
-pub async fn run(tiered: Tiered, budget: Option<u64>, mut shutdown: watch::Receiver<bool>) {
+/// Runs until `shutdown` turns true: a pass every [`EVICTION_INTERVAL`] and after each
+/// download (`downloaded`).
+pub async fn run(
+    tiered: Tiered,
+    budget: Option<u64>,
+    downloaded: Arc<Notify>,
+    mut shutdown: watch::Receiver<bool>,
+) {
     loop {
         tokio::select! {
             () = tokio::time::sleep(EVICTION_INTERVAL) => {}
+            () = downloaded.notified() => {}
             _ = shutdown.wait_for(|stop| *stop) => return,
         }
         let snapshot: Vec<_> = tiered

@@ -41,7 +41,7 @@ use prometheus::Registry;
 use remote_storage::layout::{self, Generation};
 use remote_storage::{MeteredStorage, ObjectMeta, RemoteError, RemoteStorage, RemoteStorageConfig};
 use strata_ids::{TenantId, TenantTimelineId, TimelineId};
-use tokio::sync::watch;
+use tokio::sync::{watch, Notify};
 
 use crate::timeline::Timeline;
 use crate::timelines::{write_durably, Timelines, TimelinesError};
@@ -287,6 +287,8 @@ pub struct Fetcher {
     pub layers: RemoteLayers,
     pub metrics: RemoteMetrics,
     pub runtime: tokio::runtime::Handle,
+    /// Woken after a download: the eviction task looks at the budget again.
+    pub downloaded: Arc<Notify>,
 }
 
 impl LayerFetcher for Fetcher {
@@ -319,6 +321,7 @@ impl LayerFetcher for Fetcher {
             )));
         }
         self.metrics.layers_downloaded.inc();
+        self.downloaded.notify_one();
         tracing::info!(
             tenant_id = %self.id.tenant_id, timeline_id = %self.id.timeline_id,
             layer = layer_name, %generation, bytes = downloaded, "layer downloaded"
@@ -334,6 +337,8 @@ pub struct Tiering {
     remote: Arc<Remote>,
     vecs: RemoteMetricVecs,
     tiered: Tiered,
+    /// Fetchers wake the eviction task with it.
+    downloaded: Arc<Notify>,
 }
 
 impl Tiering {
@@ -355,6 +360,7 @@ impl Tiering {
             remote: Arc::new(Remote::new(Arc::new(storage), generation)),
             vecs: RemoteMetricVecs::new(registry).map_err(|e| e.to_string())?,
             tiered: Tiered::default(),
+            downloaded: Arc::default(),
         })
     }
 
@@ -397,6 +403,7 @@ impl Tiering {
             layers: remote_layers.clone(),
             metrics: metrics.clone(),
             runtime,
+            downloaded: self.downloaded.clone(),
         }));
         self.tiered
             .lock()
@@ -425,7 +432,12 @@ impl Tiering {
         budget: Option<u64>,
         shutdown: watch::Receiver<bool>,
     ) -> impl Future<Output = ()> + Send + 'static {
-        eviction::run(self.tiered.clone(), budget, shutdown)
+        eviction::run(
+            self.tiered.clone(),
+            budget,
+            self.downloaded.clone(),
+            shutdown,
+        )
     }
 }
 

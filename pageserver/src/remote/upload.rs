@@ -92,7 +92,7 @@ pub async fn run(
 
 /// Claims the generation and learns what the store already holds of the local layers:
 /// those the local copy of the last index lists, still in the store under the same
-/// size. Removes our own generation's orphans.
+/// size, of a generation not above ours. Removes our own generation's orphans.
 async fn start(
     timeline: &Timeline,
     remote: &Remote,
@@ -128,13 +128,15 @@ async fn start(
         for layer in &copy.layers {
             let g = Generation(layer.generation);
             let in_store = sizes.get(&(layer.name.as_str(), g)) == Some(&layer.size);
-            if in_store && local.get(&layer.name) == Some(&layer.size) {
+            // An index lists no object of a later generation than its own (an assigned
+            // generation may go down): such a layer is uploaded again under ours.
+            if in_store && g <= generation && local.get(&layer.name) == Some(&layer.size) {
                 uploaded.layers.insert(layer.name.clone(), (layer.size, g));
             } else {
                 complete = false;
                 tracing::warn!(layer = %layer.name, generation = %g, in_store,
-                    "a layer of the last index is missing from the store or from local disk; \
-                     local layers are uploaded again under this generation");
+                    "a layer of the last index is missing from the store or from local disk, \
+                     or of a later generation: the local one is uploaded again under this generation");
             }
         }
         if complete {
@@ -144,7 +146,12 @@ async fn start(
             }
         }
     }
-    remove_own_orphans(remote, timeline, generation, &objects, &uploaded).await?;
+    // Removing orphans is housekeeping: an index that cannot be read now must not stop
+    // the uploads.
+    if let Err(error) = remove_own_orphans(remote, timeline, generation, &objects, &uploaded).await
+    {
+        tracing::warn!(error = %format!("{error:#}"), "orphaned layer objects of this generation not removed");
+    }
     tracing::info!(%generation, uploaded_layers = uploaded.layers.len(), "uploader started");
     Ok(uploaded)
 }

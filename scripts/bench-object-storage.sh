@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Object storage upload benchmark: Strata's S3 backend (RemoteStorage::put, put_file)
-# against a plain aws-sdk-s3 put_object loop, same data, same s3s-fs server on
+# against a plain aws-sdk-s3 put_object loop, same data, same strata-s3-server on
 # loopback, in one run. See crates/remote_storage/benches/upload.rs.
 #
 # Environment: STRATA_BENCH_OBJECTS (64), STRATA_BENCH_OBJECT_MIB (4),
@@ -8,5 +8,5 @@
 set -euo pipefail
 
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
-scripts/install-s3-server.sh
+cargo build --release -p s3_harness --bins
 cargo bench -p remote_storage --bench upload "$@"

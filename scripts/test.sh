@@ -6,7 +6,6 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 scripts/install-deps.sh
-scripts/install-s3-server.sh
 
 echo "== cargo fmt --check"
 cargo fmt --all -- --check

@@ -1,14 +1,12 @@
 //! Tiering to object storage against real processes: a compute (`compute_ctl` and stock
 //! PostgreSQL 15) committing through a safekeeper, and the `pageserver` binary uploading
-//! its layer files and indexes to a local directory or to S3 (s3s-fs). Needs the
-//! daemons' binaries beside the test (`cargo build --bins`) and s3s-fs
-//! (`scripts/install-s3-server.sh`).
+//! its layer files and indexes to a real S3-compatible server (`strata-s3-server`,
+//! SigV4 checked) or a local directory. Needs the daemons' binaries beside the test
+//! (`cargo build --bins`).
 //!
-//! - Restore: a pageserver whose data directory is deleted comes back from object
-//!   storage alone, under a new generation, with the same basebackups at an older and
-//!   a newer LSN, and goes on ingesting. (With S3 only the startup errors are tested:
-//!   s3s-fs cannot store keys longer than about 165 bytes, and layer objects' are
-//!   about 210; see docs/pageserver.md.)
+//! - Restore, from S3 and from a local directory: a pageserver whose data directory is
+//!   deleted comes back from object storage alone, under a new generation, with the
+//!   same basebackups at an older and a newer LSN, and goes on ingesting.
 //! - Crashes: killed by failpoints after a layer upload and once an index PUT completed
 //!   unacknowledged; restarted on the same and on an empty data directory, nothing is
 //!   lost, no index references a missing object, and the crashed generation's orphans
@@ -85,6 +83,11 @@ async fn restores_from_a_directory_store_alone() {
     restore_from_the_store_alone(Store::file()).await;
 }
 
+#[tokio::test(flavor = "multi_thread")]
+async fn restores_from_an_s3_store_alone() {
+    restore_from_the_store_alone(Store::s3()).await;
+}
+
 /// A bucket that does not exist or a wrong key stops the daemon at startup with one
 /// line naming the bucket and the endpoint.
 #[test]
@@ -144,7 +147,7 @@ fn crash(cluster: &Cluster, store: &Store, failpoint: &str, first: u64, last: u6
 async fn crashes_around_uploads_lose_nothing() {
     let cluster = Cluster::up();
     let id = cluster.id;
-    let store = Store::file();
+    let store = Store::s3();
     let data_dir = cluster.data_dir();
     let mut ps = Pageserver::start(&cluster, &data_dir, &store, &[]).await;
     let lsn = cluster.insert(1, 100);
@@ -216,7 +219,7 @@ async fn crashes_around_uploads_lose_nothing() {
 async fn split_brain_generations_never_overwrite_each_other() {
     let cluster = Cluster::up();
     let id = cluster.id;
-    let store = Store::file();
+    let store = Store::s3();
     let mut a = Pageserver::start(
         &cluster,
         &cluster.data_dir(),
@@ -321,7 +324,7 @@ async fn split_brain_generations_never_overwrite_each_other() {
 #[tokio::test(flavor = "multi_thread")]
 async fn evicted_layers_come_back_when_read() {
     let cluster = Cluster::up();
-    let store = Store::file();
+    let store = Store::s3();
     let data_dir = cluster.data_dir();
     let mut ps = Pageserver::start(&cluster, &data_dir, &store, &[]).await;
     let mut lsns = vec![cluster.insert(1, 150)];

@@ -1,12 +1,12 @@
 //! WAL offload in a cluster: three real safekeepers that know each other as peers, a
-//! real S3-compatible server (s3s-fs, SigV4 checked), and a stock PostgreSQL 15 under
+//! real S3-compatible server (`strata-s3-server`, SigV4 checked), and a stock PostgreSQL 15 under
 //! `compute_ctl` writing WAL (`pg_switch_wal()` finishes 16 MiB segments cheaply).
 //! Only the lowest-id caught-up safekeeper uploads, another takes over when it stops,
 //! and while object storage is down commits go on, WAL stays local, and uploads catch
 //! up afterwards.
 //!
-//! Needs `compute_ctl` built (`cargo build --bins`, as scripts/test.sh does) and s3s-fs
-//! (scripts/install-s3-server.sh).
+//! Needs `compute_ctl` and `strata-s3-server` built (`cargo build --bins`, as
+//! scripts/test.sh does).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod daemon_support;

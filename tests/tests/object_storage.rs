@@ -1,17 +1,13 @@
-//! A pageserver rebuilt from object storage alone, on a real `strata up` cluster with
-//! the default local-directory store: after the first phase of the pageserver
+//! A pageserver rebuilt from object storage alone, on a real `strata up` cluster, once
+//! with the default local-directory store and once with a real S3-compatible server
+//! (`strata-s3-server`, SigV4 checked): after the first phase of the pageserver
 //! workload, once `remote_consistent_lsn` has passed its LSN X, the cluster is
 //! stopped, the pageserver's data directory deleted, and the cluster started again: a
 //! stock PostgreSQL from `strata basebackup --lsn X` dumps like the compute did at X,
-//! and a page at an older LSN is served exactly as before. Against S3, `strata up`
-//! with wrong credentials fails naming the bucket and the endpoint.
-//!
-//! The same restore against s3s-fs is not here: s3s-fs keeps each object's metadata
-//! in one file named after the base64 of the whole key, so keys longer than about 160
-//! bytes fail with `InternalError` (ENAMETOOLONG), and a layer object's key is about
-//! 220 (AWS S3 and MinIO take 1,024). The S3 backend itself is proven against s3s-fs
-//! in `crates/remote_storage/tests/backends.rs`, and WAL offload, whose keys are short,
-//! in `safekeeper/tests/wal_offload_cluster.rs`.
+//! and a page at an older LSN is served exactly as before. With S3, the server is down
+//! while the workload commits (the safekeepers keep the WAL, the pageserver's uploads
+//! retry) and the restore still finds everything once it is back. Against S3,
+//! `strata up` with wrong credentials fails naming the bucket and the endpoint.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -126,7 +122,12 @@ fn getpage(cluster: &TestCluster, lsn: Lsn, rel: &str) -> Vec<u8> {
     out.stdout
 }
 
-fn restore_from_object_storage_alone(up_args: &[&str], env: &[(String, String)]) {
+/// With `outage`, that server is stopped for the workload and started again after it.
+fn restore_from_object_storage_alone(
+    up_args: &[&str],
+    env: &[(String, String)],
+    mut outage: Option<&mut S3Server>,
+) {
     let bin = PgBin::locate().unwrap();
     let cluster = TestCluster::new();
     let connstr = up(&cluster, up_args, env);
@@ -152,7 +153,13 @@ fn restore_from_object_storage_alone(up_args: &[&str], env: &[(String, String)])
         .parse()
         .unwrap();
 
+    if let Some(server) = outage.as_deref_mut() {
+        server.stop();
+    }
     sql(&bin, &connstr, &first_phase());
+    if let Some(server) = outage {
+        server.restart().unwrap();
+    }
     let x: Lsn = sql(&bin, &connstr, "SELECT pg_current_wal_flush_lsn()")
         .parse()
         .unwrap();
@@ -211,7 +218,20 @@ fn restore_from_object_storage_alone(up_args: &[&str], env: &[(String, String)])
 
 #[test]
 fn restore_from_the_default_local_directory() {
-    restore_from_object_storage_alone(&[], &[]);
+    restore_from_object_storage_alone(&[], &[], None);
+}
+
+#[test]
+fn restore_from_an_s3_server_that_was_down_during_the_workload() {
+    let mut server = S3Server::start().unwrap();
+    server.create_bucket("strata").unwrap();
+    let url = server.url("strata", "cluster");
+    let env: Vec<(String, String)> = server
+        .env()
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v))
+        .collect();
+    restore_from_object_storage_alone(&["--object-store", &url], &env, Some(&mut server));
 }
 
 #[test]

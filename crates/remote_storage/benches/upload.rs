@@ -1,5 +1,5 @@
 //! Benchmark: upload throughput of `RemoteStorage` against a plain `aws-sdk-s3` client
-//! doing the same uploads, in one run, to the same real S3-compatible server (s3s-fs on
+//! doing the same uploads, in one run, to the same real S3-compatible server (strata-s3-server on
 //! loopback, SigV4 checked). Run it with `scripts/bench-object-storage.sh` (release).
 //!
 //! Two workloads, each first through Strata's S3 backend (`connect`, as daemons open
@@ -274,7 +274,7 @@ async fn run() -> anyhow::Result<()> {
     let client = plain_sdk_client(&server, &strata_config);
 
     println!(
-        "object storage upload: s3s-fs on loopback ({}), {} objects x {} MiB from memory, \
+        "object storage upload: strata-s3-server on loopback ({}), {} objects x {} MiB from memory, \
          {} files x {} MiB from disk, {rounds} rounds, one upload at a time",
         server.endpoint(),
         w.objects,

@@ -1,5 +1,6 @@
 //! Both backends behind the one trait, the same checks for each: a local directory,
-//! and S3 against a real S3-compatible server (s3s-fs on loopback, SigV4 checked).
+//! and S3 against a real S3-compatible server (strata-s3-server on loopback, SigV4
+//! checked).
 //! Round trips, overwrite, ranged reads, listing past one page of results, multipart
 //! uploads, atomic downloads, conditional creation, and the errors an operator must
 //! be able to read: a wrong key or a missing bucket names the bucket and the endpoint,
@@ -12,6 +13,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use remote_storage::config::S3Config;
+use remote_storage::layout::MAX_PATH_LEN;
 use remote_storage::{
     LocalFs, RemoteError, RemotePath, RemoteStorage, RetryPolicy, S3Bucket, UploadSizes,
 };
@@ -156,18 +158,40 @@ async fn s3_backend_against_a_real_server() {
     let other = s3(server.config("strata-test", "run2")).await.unwrap();
     assert!(other.list("").await.unwrap().is_empty());
 
-    // Conditional creation (If-None-Match: *, which AWS, MinIO and s3s-fs honour; s3s-fs
-    // checks then writes, so only sequential creates are tested here): the second
-    // create is refused and the first object stays.
+    // Conditional creation (If-None-Match: *, which AWS and MinIO honour): of eight
+    // concurrent creates of one name exactly one wins, and its object stays.
+    let attempts: Vec<_> = (0..8u8)
+        .map(|i| {
+            let store = store.clone();
+            tokio::spawn(async move {
+                let won = store
+                    .put_if_absent(&p("race"), Bytes::from(vec![b'0' + i]))
+                    .await
+                    .unwrap();
+                won.then_some(i)
+            })
+        })
+        .collect();
+    let mut winners = Vec::new();
+    for attempt in attempts {
+        winners.extend(attempt.await.unwrap());
+    }
+    assert_eq!(winners.len(), 1, "{winners:?}");
+    assert_eq!(
+        store.get(&p("race")).await.unwrap(),
+        Bytes::from(vec![b'0' + winners[0]])
+    );
+
+    // Keys as long as Strata's names may be (S3 takes 1,024 bytes, prefix included).
+    let long = p(&format!("long/{}", "k".repeat(MAX_PATH_LEN - 5)));
+    store.put(&long, Bytes::from_static(b"far")).await.unwrap();
+    assert_eq!(store.get(&long).await.unwrap(), "far");
     assert!(store
-        .put_if_absent(&p("claim"), Bytes::from_static(b"1"))
+        .list("long/")
         .await
-        .unwrap());
-    assert!(!store
-        .put_if_absent(&p("claim"), Bytes::from_static(b"2"))
-        .await
-        .unwrap());
-    assert_eq!(store.get(&p("claim")).await.unwrap(), "1");
+        .unwrap()
+        .iter()
+        .any(|o| o.path == long));
 }
 
 #[tokio::test]
@@ -189,7 +213,6 @@ async fn s3_errors_name_the_bucket_and_endpoint() {
     unknown_key.access_key_id = Some("nobody".into());
     let error = s3(unknown_key).await.unwrap_err();
     assert!(matches!(error, RemoteError::Refused { .. }), "{error}");
-    // s3s-fs says NotSignedUp where AWS says InvalidAccessKeyId; both are a 403.
     let error = error.to_string();
     assert!(
         error.contains("s3://strata-test/") && error.contains(&endpoint),

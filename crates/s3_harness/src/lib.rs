@@ -1,10 +1,11 @@
-//! A real S3-compatible server for tests: `s3s-fs` (crates.io), which speaks the S3
-//! protocol over HTTP and checks SigV4 signatures against the access key it is started
-//! with, storing buckets as directories. Not a mock: requests go through the same
-//! `aws-sdk-s3` client, signing and HTTP stack as against AWS or MinIO.
+//! A real S3-compatible server for tests: `strata-s3-server` (this crate's binary),
+//! which speaks the S3 protocol over HTTP through the `s3s` crate and checks SigV4
+//! signatures against the access key it is started with. Not a mock: requests go
+//! through the same `aws-sdk-s3` client, signing and HTTP stack as against AWS or
+//! MinIO, to a separate process on a loopback socket.
 //!
-//! `scripts/install-s3-server.sh` installs the binary under
-//! `$HOME/.cache/strata/s3s-fs/bin`; `STRATA_S3S_FS` names another one.
+//! `cargo build --bins` puts the binary next to the test executables' directory;
+//! `STRATA_S3_SERVER` names another one.
 
 use std::net::{TcpListener, TcpStream};
 use std::path::PathBuf;
@@ -27,23 +28,25 @@ pub struct S3Server {
     root: tempfile::TempDir,
 }
 
-/// Where the binary is: `STRATA_S3S_FS`, the install script's cache, or `PATH`.
+/// Where the binary is: `STRATA_S3_SERVER`, else cargo's target directory of the
+/// running executable (`target/<profile>/`, or its parent for one in `deps/`).
 pub fn binary() -> Result<PathBuf, String> {
-    if let Some(path) = std::env::var_os("STRATA_S3S_FS") {
+    const NAME: &str = "strata-s3-server";
+    if let Some(path) = std::env::var_os("STRATA_S3_SERVER") {
         return Ok(PathBuf::from(path));
     }
-    if let Some(home) = std::env::var_os("HOME") {
-        let cached = PathBuf::from(home).join(".cache/strata/s3s-fs/bin/s3s-fs");
-        if cached.exists() {
-            return Ok(cached);
-        }
-    }
-    for dir in std::env::split_paths(&std::env::var_os("PATH").unwrap_or_default()) {
-        if dir.join("s3s-fs").exists() {
-            return Ok(dir.join("s3s-fs"));
-        }
-    }
-    Err("s3s-fs not found: run scripts/install-s3-server.sh (or set STRATA_S3S_FS)".into())
+    let exe = std::env::current_exe().map_err(|e| format!("finding this executable: {e}"))?;
+    exe.ancestors()
+        .skip(1)
+        .take(2)
+        .map(|dir| dir.join(NAME))
+        .find(|path| path.is_file())
+        .ok_or_else(|| {
+            format!(
+                "{NAME} not found next to {}: run `cargo build --bins` (or set STRATA_S3_SERVER)",
+                exe.display()
+            )
+        })
 }
 
 /// 128 random bits as hex, so that no two servers share keys and a request signed
@@ -89,14 +92,12 @@ impl S3Server {
     pub fn restart(&mut self) -> Result<(), String> {
         self.stop();
         let child = Command::new(&self.binary)
-            .args(["--host", "127.0.0.1", "--port", &self.port.to_string()])
-            .args([
-                "--access-key",
-                &self.access_key,
-                "--secret-key",
-                &self.secret_key,
-            ])
+            .arg("--listen")
+            .arg(format!("127.0.0.1:{}", self.port))
+            .arg("--root")
             .arg(self.root.path())
+            .env("STRATA_S3_ACCESS_KEY", &self.access_key)
+            .env("STRATA_S3_SECRET_KEY", &self.secret_key)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
@@ -107,7 +108,7 @@ impl S3Server {
         while TcpStream::connect(("127.0.0.1", self.port)).is_err() {
             if Instant::now() > deadline {
                 return Err(format!(
-                    "s3s-fs did not listen on port {} in time",
+                    "strata-s3-server did not listen on port {} in time",
                     self.port
                 ));
             }
@@ -136,7 +137,7 @@ impl S3Server {
         &self.secret_key
     }
 
-    /// s3s-fs keeps a bucket as a directory of its root.
+    /// The server keeps a bucket as a directory of its root.
     pub fn create_bucket(&self, name: &str) -> Result<(), String> {
         std::fs::create_dir_all(self.root.path().join(name))
             .map_err(|e| format!("creating bucket {name}: {e}"))

@@ -2,7 +2,7 @@
 //! (`local_cluster`, as `strata up` starts it) whose own pageserver imported the
 //! timeline and is then stopped, so that each test runs the `pageserver` binary itself
 //! on that data directory with the object store, generation, budget and failpoints it
-//! needs; the object store (a local directory, or S3 served by s3s-fs) and what it
+//! needs; the object store (a local directory, or S3 served by strata-s3-server) and what it
 //! holds; basebackups compared file by file.
 
 #![allow(dead_code)] // Each test uses its own part of this module.
@@ -175,9 +175,9 @@ impl Store {
         }
     }
 
-    /// A bucket of a real S3-compatible server (s3s-fs, checking signatures).
+    /// A bucket of a real S3-compatible server (strata-s3-server, checking signatures).
     pub fn s3() -> Store {
-        let server = S3Server::start().expect("s3s-fs: run scripts/install-s3-server.sh");
+        let server = S3Server::start().expect("strata-s3-server: run `cargo build --bins`");
         server.create_bucket("strata").unwrap();
         let url = server.url("strata", "cluster");
         Store {

@@ -17,15 +17,17 @@
 //!
 //! Environment: `STRATA_BENCH_SCALE` [5] (`pgbench -i -s`), `STRATA_BENCH_GETPAGE_ROUNDS` [10].
 
-use std::path::{Path, PathBuf};
+mod bench_support;
+
+use std::path::Path;
 use std::process::{Child, Command, ExitCode, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, ensure, Context};
+use bench_support::{bin_dir, env_u32, percentile, pgbench, sql, wait_until, Cluster};
 use pg_harness::PgBin;
 use postgres_wal::Lsn;
 use s3_harness::S3Server;
-use serde_json::Value;
 use strata_proto::pageserver::pageserver_client::PageserverClient;
 use strata_proto::pageserver::{GetPagesRequest, RelTag, TimelineRequest};
 
@@ -37,71 +39,7 @@ const START_WAIT: Duration = Duration::from_secs(60);
 const POLL: Duration = Duration::from_millis(100);
 /// Frozen soon after writes stop, so that the upload of the last layer does not wait
 /// for 64 MiB more WAL; the layer size is the daemon's default.
-const PAGESERVER_ENV: &[(&str, &str)] = &[("STRATA_PAGESERVER_CHECKPOINT_TIMEOUT_MS", "500")];
-
-fn env_u32(name: &str, default: u32) -> anyhow::Result<u32> {
-    match std::env::var(name) {
-        Ok(v) => v.parse().with_context(|| format!("{name}={v}")),
-        Err(_) => Ok(default),
-    }
-}
-
-/// `target/release/`, where `cargo build --release --bins` put the daemons.
-fn bin_dir() -> anyhow::Result<PathBuf> {
-    let exe = std::env::current_exe()?;
-    let dir = exe
-        .parent()
-        .and_then(Path::parent)
-        .context("bench executable path")?;
-    for name in ["strata", "pageserver", "strata-s3-server"] {
-        ensure!(
-            dir.join(name).exists(),
-            "{} is missing: run `cargo build --release --bins` first",
-            dir.join(name).display()
-        );
-    }
-    Ok(dir.to_owned())
-}
-
-struct Cluster {
-    strata: PathBuf,
-    dir: PathBuf,
-    env: Vec<(String, String)>,
-    _tmp: tempfile::TempDir,
-}
-
-impl Cluster {
-    fn strata(&self, args: &[&str]) -> anyhow::Result<String> {
-        let out = Command::new(&self.strata)
-            .args(args)
-            .arg("--dir")
-            .arg(&self.dir)
-            .envs(PAGESERVER_ENV.iter().copied())
-            .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
-            .stdin(Stdio::null())
-            .output()?;
-        ensure!(
-            out.status.success(),
-            "strata {}: {}",
-            args.join(" "),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        Ok(String::from_utf8(out.stdout)?)
-    }
-
-    fn status(&self) -> anyhow::Result<Value> {
-        Ok(serde_json::from_str(&self.strata(&["status", "--json"])?)?)
-    }
-}
-
-impl Drop for Cluster {
-    fn drop(&mut self) {
-        let _ = Command::new(&self.strata)
-            .args(["down", "--dir"])
-            .arg(&self.dir)
-            .output();
-    }
-}
+const CHECKPOINT_TIMEOUT: (&str, &str) = ("STRATA_PAGESERVER_CHECKPOINT_TIMEOUT_MS", "500");
 
 /// A pageserver started by hand, killed when dropped.
 struct Pageserver(Child);
@@ -111,21 +49,6 @@ impl Drop for Pageserver {
         let _ = self.0.kill();
         let _ = self.0.wait();
     }
-}
-
-fn sql(bin: &PgBin, connstr: &str, script: &str) -> anyhow::Result<String> {
-    let out = bin.psql(connstr).args(["-c", script]).output()?;
-    ensure!(
-        out.status.success(),
-        "psql: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    Ok(String::from_utf8(out.stdout)?.trim().to_owned())
-}
-
-fn percentile(sorted: &[Duration], p: f64) -> Duration {
-    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
-    sorted[i.min(sorted.len() - 1)]
 }
 
 fn ms(d: Duration) -> f64 {
@@ -223,85 +146,44 @@ async fn connect_when_restored(
 }
 
 fn main() -> ExitCode {
-    match run() {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("benchmark failed: {e:#}");
-            ExitCode::FAILURE
-        }
-    }
+    bench_support::exit_code(run())
 }
 
 fn run() -> anyhow::Result<()> {
     let scale = env_u32("STRATA_BENCH_SCALE", 5)?.to_string();
     let rounds = env_u32("STRATA_BENCH_GETPAGE_ROUNDS", 10)?;
     let bin = PgBin::locate()?;
-    let bins = bin_dir()?;
+    let bins = bin_dir(&["strata", "pageserver", "strata-s3-server"])?;
     std::env::set_var("STRATA_S3_SERVER", bins.join("strata-s3-server"));
     let server = S3Server::start().map_err(anyhow::Error::msg)?;
     server.create_bucket("strata").map_err(anyhow::Error::msg)?;
     let url = server.url("strata", "bench");
-
-    let tmp = tempfile::Builder::new()
-        .prefix("strata-bench-remote-")
-        .tempdir_in("/tmp")?;
-    // PostgreSQL runs as its own user under root: it must reach the cluster directory.
-    std::fs::set_permissions(
-        tmp.path(),
-        std::os::unix::fs::PermissionsExt::from_mode(0o755),
-    )?;
-    let cluster = Cluster {
-        strata: bins.join("strata"),
-        dir: tmp.path().join("cluster"),
-        env: server
-            .env()
-            .into_iter()
-            .map(|(k, v)| (k.to_owned(), v))
-            .collect(),
-        _tmp: tmp,
-    };
-    let connstr = cluster
-        .strata(&["up", "--object-store", &url])?
-        .lines()
-        .last()
-        .context("strata up printed no connection string")?
-        .to_owned();
-
-    let out = bin
-        .command("pgbench")
-        .args(["-i", "-q", "-s", &scale, &connstr])
-        .output()?;
-    ensure!(
-        out.status.success(),
-        "pgbench -i: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let mut env: Vec<(String, String)> = server
+        .env()
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v))
+        .collect();
+    env.push((
+        CHECKPOINT_TIMEOUT.0.to_owned(),
+        CHECKPOINT_TIMEOUT.1.to_owned(),
+    ));
+    let cluster = Cluster::new(bins.join("strata"), env)?;
+    let connstr = cluster.up(&["--object-store", &url])?;
+    pgbench(&bin, &connstr, &["-i", "-q", "-s", &scale])?;
     let lsn: Lsn = sql(&bin, &connstr, "SELECT pg_current_wal_flush_lsn()")?.parse()?;
-    let rel = sql(
-        &bin,
-        &connstr,
-        "SELECT d.oid || '/' || pg_relation_filenode('pgbench_accounts') || '/' || \
-         pg_relation_size('pgbench_accounts') / 8192 FROM pg_database d WHERE datname = 'postgres'",
-    )?;
-    let parts: Vec<u32> = rel.split('/').map(str::parse).collect::<Result<_, _>>()?;
-    let (db, relnode, blocks) = (parts[0], parts[1], parts[2].max(1));
+    let (db, relnode, blocks) = bench_support::pgbench_accounts(&bin, &connstr)?;
+    let blocks = blocks.max(1);
 
-    let deadline = Instant::now() + UPLOAD_WAIT;
-    let status = loop {
-        let status = cluster.status()?;
-        let remote = status["pageserver"]["remote_consistent_lsn"]
-            .as_str()
-            .map(str::parse::<Lsn>)
-            .transpose()?;
-        if remote.is_some_and(|r| r >= lsn) {
-            break status;
-        }
-        ensure!(
-            Instant::now() < deadline,
-            "remote_consistent_lsn {remote:?} did not reach {lsn} in {UPLOAD_WAIT:?}"
-        );
-        std::thread::sleep(POLL);
-    };
+    wait_until(
+        UPLOAD_WAIT,
+        "remote_consistent_lsn reaching the load's end",
+        || {
+            Ok(cluster
+                .pageserver_lsn("remote_consistent_lsn")?
+                .is_some_and(|r| r >= lsn))
+        },
+    )?;
+    let status = cluster.status()?;
     let target = Target {
         tenant: status["tenant_id"].as_str().context("tenant")?.to_owned(),
         timeline: status["timeline_id"]

@@ -23,14 +23,16 @@
 //! Environment: `STRATA_BENCH_SCALE` [10] (`pgbench -i -s`), `STRATA_BENCH_TRANSACTIONS`
 //! [2000] (`pgbench -t`, per client, 4 clients), `STRATA_BENCH_GETPAGES` [2000].
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, ExitCode, Stdio};
+mod bench_support;
+
+use std::path::Path;
+use std::process::{Command, ExitCode};
 use std::time::{Duration, Instant};
 
-use anyhow::{bail, ensure, Context};
+use anyhow::{ensure, Context};
+use bench_support::{bin_dir, env_u32, lsn_of, percentile, pgbench, sql, wait_until, Cluster};
 use pg_harness::{PgBin, PgConfig, PgServer};
 use postgres_wal::Lsn;
-use serde_json::Value;
 use strata_proto::pageserver::pageserver_client::PageserverClient;
 use strata_proto::pageserver::{GetPagesRequest, RelTag};
 
@@ -39,114 +41,6 @@ const CLIENTS: u32 = 4;
 /// Longest wait for ingest or replay to reach an LSN.
 const CATCH_UP_LIMIT: Duration = Duration::from_secs(1800);
 const BATCH: u32 = 32;
-
-fn env_u32(name: &str, default: u32) -> anyhow::Result<u32> {
-    match std::env::var(name) {
-        Ok(v) => v.parse().with_context(|| format!("{name}={v}")),
-        Err(_) => Ok(default),
-    }
-}
-
-fn strata_bin() -> anyhow::Result<PathBuf> {
-    let exe = std::env::current_exe()?;
-    let dir = exe
-        .parent()
-        .and_then(Path::parent)
-        .context("bench executable path")?;
-    let bin = dir.join("strata");
-    ensure!(
-        bin.exists(),
-        "{} is missing: run `cargo build --release --bins` first",
-        bin.display()
-    );
-    Ok(bin)
-}
-
-struct Cluster {
-    strata: PathBuf,
-    dir: PathBuf,
-    _tmp: tempfile::TempDir,
-}
-
-impl Cluster {
-    fn strata(&self, args: &[&str]) -> anyhow::Result<String> {
-        let out = Command::new(&self.strata)
-            .args(args)
-            .arg("--dir")
-            .arg(&self.dir)
-            .stdin(Stdio::null())
-            .output()?;
-        ensure!(
-            out.status.success(),
-            "strata {}: {}",
-            args.join(" "),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        Ok(String::from_utf8(out.stdout)?)
-    }
-
-    fn status(&self) -> anyhow::Result<Value> {
-        Ok(serde_json::from_str(&self.strata(&["status", "--json"])?)?)
-    }
-
-    fn pageserver_lsn(&self) -> anyhow::Result<Option<Lsn>> {
-        let status = self.status()?;
-        Ok(status["pageserver"]["last_record_lsn"]
-            .as_str()
-            .map(str::parse)
-            .transpose()?)
-    }
-}
-
-impl Drop for Cluster {
-    fn drop(&mut self) {
-        let _ = Command::new(&self.strata)
-            .args(["down", "--dir"])
-            .arg(&self.dir)
-            .output();
-    }
-}
-
-fn sql(bin: &PgBin, connstr: &str, script: &str) -> anyhow::Result<String> {
-    let out = bin.psql(connstr).args(["-c", script]).output()?;
-    ensure!(
-        out.status.success(),
-        "psql: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    Ok(String::from_utf8(out.stdout)?.trim().to_owned())
-}
-
-fn pgbench(bin: &PgBin, connstr: &str, args: &[&str]) -> anyhow::Result<()> {
-    let out = bin.command("pgbench").args(args).arg(connstr).output()?;
-    ensure!(
-        out.status.success(),
-        "pgbench {}: {}",
-        args.join(" "),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    Ok(())
-}
-
-fn lsn_of(bin: &PgBin, connstr: &str, expr: &str) -> anyhow::Result<Lsn> {
-    sql(bin, connstr, &format!("SELECT {expr}"))?
-        .parse()
-        .map_err(|e| anyhow::anyhow!("{e:?}"))
-}
-
-fn wait_until(
-    what: &str,
-    mut done: impl FnMut() -> anyhow::Result<bool>,
-) -> anyhow::Result<Duration> {
-    let started = Instant::now();
-    while !done()? {
-        if started.elapsed() > CATCH_UP_LIMIT {
-            bail!("{what} did not happen within {CATCH_UP_LIMIT:?}");
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    Ok(started.elapsed())
-}
 
 fn dir_bytes(dir: &Path) -> u64 {
     let mut total = 0;
@@ -163,19 +57,8 @@ fn dir_bytes(dir: &Path) -> u64 {
     total
 }
 
-fn percentile(sorted: &[Duration], p: f64) -> Duration {
-    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
-    sorted[i.min(sorted.len() - 1)]
-}
-
 fn main() -> ExitCode {
-    match run() {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("bench failed: {e:#}");
-            ExitCode::FAILURE
-        }
-    }
+    bench_support::exit_code(run())
 }
 
 fn run() -> anyhow::Result<()> {
@@ -203,26 +86,16 @@ fn run() -> anyhow::Result<()> {
     let stock_wal = after.0 - before.0;
     drop(stock);
 
-    let tmp = tempfile::Builder::new()
-        .prefix("strata-bench-")
-        .tempdir_in("/tmp")?;
-    std::fs::set_permissions(
-        tmp.path(),
-        std::os::unix::fs::PermissionsExt::from_mode(0o755),
-    )?;
-    let cluster = Cluster {
-        strata: strata_bin()?,
-        dir: tmp.path().join("cluster"),
-        _tmp: tmp,
-    };
-    let up = cluster.strata(&["up"])?;
-    let connstr = up.lines().last().context("strata up output")?.to_owned();
+    let cluster = Cluster::new(bin_dir(&["strata"])?.join("strata"), Vec::new())?;
+    let connstr = cluster.up(&[])?;
     let strata_varied = varied_workload_wal(&bin, &connstr)?;
     pgbench(&bin, &connstr, &["-i", "-q", "-s", &scale])?;
     sql(&bin, &connstr, "CHECKPOINT")?;
     let start = lsn_of(&bin, &connstr, "pg_current_wal_flush_lsn()")?;
-    wait_until("initial ingest", || {
-        Ok(cluster.pageserver_lsn()?.is_some_and(|l| l >= start))
+    wait_until(CATCH_UP_LIMIT, "initial ingest", || {
+        Ok(cluster
+            .pageserver_lsn("last_record_lsn")?
+            .is_some_and(|l| l >= start))
     })?;
 
     // A stock standby that will replay the workload's WAL, stopped meanwhile.
@@ -255,7 +128,7 @@ fn run() -> anyhow::Result<()> {
         },
     )?;
     let standby_connstr = standby.connstr();
-    wait_until("standby reaching the start", || {
+    wait_until(CATCH_UP_LIMIT, "standby reaching the start", || {
         Ok(lsn_of(&bin, &standby_connstr, "pg_last_wal_replay_lsn()").is_ok_and(|l| l >= start))
     })?;
     standby.stop()?;
@@ -265,7 +138,7 @@ fn run() -> anyhow::Result<()> {
         .as_u64()
         .context("pageserver pid")?;
     Command::new("kill").arg(pid.to_string()).status()?;
-    wait_until("pageserver stopping", || {
+    wait_until(CATCH_UP_LIMIT, "pageserver stopping", || {
         Ok(!Path::new(&format!("/proc/{pid}")).exists())
     })?;
     pgbench(&bin, &connstr, &run_args)?;
@@ -273,13 +146,15 @@ fn run() -> anyhow::Result<()> {
     let strata_wal = end.0 - start.0;
     let t = Instant::now();
     cluster.strata(&["up"])?;
-    wait_until("pageserver ingest", || {
-        Ok(cluster.pageserver_lsn()?.is_some_and(|l| l >= end))
+    wait_until(CATCH_UP_LIMIT, "pageserver ingest", || {
+        Ok(cluster
+            .pageserver_lsn("last_record_lsn")?
+            .is_some_and(|l| l >= end))
     })?;
     let ingest = t.elapsed();
     standby.restart()?;
     let standby_connstr = standby.connstr();
-    let replay = wait_until("standby replay", || {
+    let replay = wait_until(CATCH_UP_LIMIT, "standby replay", || {
         Ok(lsn_of(&bin, &standby_connstr, "pg_last_wal_replay_lsn()").is_ok_and(|l| l >= end))
     })?;
     drop(standby);
@@ -322,14 +197,7 @@ fn run() -> anyhow::Result<()> {
         .as_str()
         .context("timeline")?
         .to_owned();
-    let rel = sql(
-        &bin,
-        &connstr,
-        "SELECT d.oid || '/' || pg_relation_filenode('pgbench_accounts') || '/' || \
-         pg_relation_size('pgbench_accounts') / 8192 FROM pg_database d WHERE datname = 'postgres'",
-    )?;
-    let parts: Vec<u32> = rel.split('/').map(str::parse).collect::<Result<_, _>>()?;
-    let (db, relnode, blocks) = (parts[0], parts[1], parts[2]);
+    let (db, relnode, blocks) = bench_support::pgbench_accounts(&bin, &connstr)?;
     let runtime = tokio::runtime::Runtime::new()?;
     println!("GetPage, pgbench_accounts ({blocks} blocks), {getpages} requests each:");
     for (label, lsn) in [("latest LSN", end), ("LSN before the workload", start)] {
@@ -349,15 +217,7 @@ fn run() -> anyhow::Result<()> {
     }
 
     // 4. Basebackup against pg_basebackup.
-    let out_dir = tempfile::Builder::new()
-        .prefix("strata-bb-")
-        .tempdir_in("/tmp")?;
-    // pg_basebackup runs as the server user under root: it must reach and write its
-    // output directory.
-    std::fs::set_permissions(
-        out_dir.path(),
-        std::os::unix::fs::PermissionsExt::from_mode(0o755),
-    )?;
+    let out_dir = bench_support::server_reachable_tempdir("strata-bb-")?;
     let t = Instant::now();
     let ours = out_dir.path().join("strata");
     cluster.strata(&["basebackup", "--out", ours.to_str().context("path")?])?;

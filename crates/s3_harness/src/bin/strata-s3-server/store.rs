@@ -97,6 +97,15 @@ impl Drop for Incoming {
     }
 }
 
+/// S3's rules, which also keep a bucket name one path segment that stays in the root.
+fn valid_bucket_name(bucket: &str) -> bool {
+    (3..=63).contains(&bucket.len())
+        && bucket
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'.' || b == b'-')
+        && !bucket.starts_with('.')
+}
+
 fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
@@ -130,25 +139,21 @@ impl Store {
     /// The bucket's directory, which must exist. Bucket names are S3's (lowercase
     /// letters, digits, '.', '-'), so one is never a path of several segments.
     fn bucket(&self, bucket: &str) -> Result<PathBuf, StoreError> {
-        let valid = (3..=63).contains(&bucket.len())
-            && bucket
-                .bytes()
-                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'.' || b == b'-')
-            && !bucket.starts_with('.');
-        if !valid {
-            return Err(StoreError::NoSuchBucket);
-        }
         let dir = self.root.join(bucket);
-        if !dir.is_dir() {
+        if !valid_bucket_name(bucket) || !dir.is_dir() {
             return Err(StoreError::NoSuchBucket);
         }
         Ok(dir)
     }
 
     pub fn create_bucket(&self, bucket: &str) -> Result<(), StoreError> {
-        let dir = self.root.join(bucket);
-        fs::create_dir_all(&dir)?;
-        self.bucket(bucket).map(drop)
+        if !valid_bucket_name(bucket) {
+            return Err(StoreError::Invalid(format!(
+                "invalid bucket name {bucket:?}"
+            )));
+        }
+        fs::create_dir_all(self.root.join(bucket))?;
+        Ok(())
     }
 
     fn check_key(key: &str) -> Result<(), StoreError> {
@@ -430,5 +435,123 @@ impl Store {
         Self::upload_key(&dir, key)?;
         fs::remove_dir_all(dir)?;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+
+    fn incoming(store: &Store, bytes: &[u8]) -> Incoming {
+        let mut data = store.incoming("bucket").unwrap();
+        data.write(bytes).unwrap();
+        data
+    }
+
+    fn read(store: &Store, key: &str) -> Vec<u8> {
+        store.get("bucket", key, |size| Ok(0..size)).unwrap().2
+    }
+
+    #[test]
+    fn objects_round_trip_list_in_pages_and_create_once() {
+        let root = tempfile::tempdir().unwrap();
+        let store = Store::new(root.path().to_owned()).unwrap();
+        assert!(matches!(
+            store.incoming("bucket"),
+            Err(StoreError::NoSuchBucket)
+        ));
+        assert!(store.create_bucket("../escape").is_err());
+        assert!(!root.path().parent().unwrap().join("escape").exists());
+        store.create_bucket("bucket").unwrap();
+
+        let long = "k".repeat(MAX_KEY_LEN);
+        for key in ["a/1", "a/2", "a/3", "b/1", long.as_str()] {
+            store
+                .put("bucket", key, incoming(&store, key.as_bytes()), false)
+                .unwrap();
+        }
+        assert_eq!(read(&store, &long), long.as_bytes());
+        let (_, range, bytes) = store.get("bucket", "a/2", |_| Ok(1..3)).unwrap();
+        assert_eq!((range, bytes), (1..3, b"/2".to_vec()));
+        assert!(matches!(
+            store.get("bucket", "a/9", |size| Ok(0..size)),
+            Err(StoreError::NoSuchKey)
+        ));
+
+        let (page, more) = store.list("bucket", "a/", None, 2).unwrap();
+        let keys: Vec<_> = page.iter().map(|o| o.key.as_str()).collect();
+        assert_eq!((keys, more), (vec!["a/1", "a/2"], true));
+        let (page, more) = store.list("bucket", "a/", Some("a/2"), 2).unwrap();
+        let keys: Vec<_> = page.iter().map(|o| o.key.as_str()).collect();
+        assert_eq!((keys, more), (vec!["a/3"], false));
+
+        assert!(matches!(
+            store.put("bucket", "a/1", incoming(&store, b"again"), true),
+            Err(StoreError::Exists)
+        ));
+        assert_eq!(read(&store, "a/1"), b"a/1");
+        store.delete("bucket", "a/1").unwrap();
+        store.delete("bucket", "a/1").unwrap();
+        assert!(store
+            .put("bucket", "a/1", incoming(&store, b"new"), true)
+            .is_ok());
+        assert_eq!(read(&store, "a/1"), b"new");
+        // Nothing is left behind in tmp/.
+        assert_eq!(
+            fs::read_dir(root.path().join("bucket/tmp"))
+                .unwrap()
+                .count(),
+            0
+        );
+    }
+
+    #[test]
+    fn multipart_uploads_join_parts_in_order_and_check_their_etags() {
+        let root = tempfile::tempdir().unwrap();
+        let store = Store::new(root.path().to_owned()).unwrap();
+        store.create_bucket("bucket").unwrap();
+        let id = store.create_upload("bucket", "big").unwrap();
+        let e2 = store
+            .put_part("bucket", "big", &id, 2, incoming(&store, b"world"))
+            .unwrap();
+        let e1 = store
+            .put_part("bucket", "big", &id, 1, incoming(&store, b"hello "))
+            .unwrap();
+        assert!(store
+            .put_part("bucket", "big", &id, 0, incoming(&store, b"x"))
+            .is_err());
+        assert!(store
+            .complete_upload(
+                "bucket",
+                "big",
+                &id,
+                &[(2, e2.clone()), (1, e1.clone())],
+                false
+            )
+            .is_err());
+        assert!(store
+            .complete_upload(
+                "bucket",
+                "big",
+                &id,
+                &[(1, e2.clone()), (2, e2.clone())],
+                false
+            )
+            .is_err());
+        let etag = store
+            .complete_upload("bucket", "big", &id, &[(1, e1), (2, e2)], false)
+            .unwrap();
+        assert!(etag.ends_with("-2"), "{etag}");
+        assert_eq!(read(&store, "big"), b"hello world");
+        assert!(matches!(
+            store.abort_upload("bucket", "big", &id),
+            Err(StoreError::NoSuchUpload)
+        ));
+        assert!(matches!(
+            store.abort_upload("bucket", "big", "../x"),
+            Err(StoreError::NoSuchUpload)
+        ));
     }
 }
